@@ -1,0 +1,32 @@
+# Two commands: `make book` and `make test`. Everything else is a helper target.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= cpu
+export IMALIB_DATA_ROOT ?= $(if $(wildcard ../shared/data),../shared/data,data)
+export PYTHONHASHSEED := 0
+
+.PHONY: book test venv notebooks html clean-book
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Run every notebook at the default profile (cache-aware: finished runs are loaded), then build.
+notebooks: $(STAMP)
+	$(PY) -m imalib.notebooks --profile $(PROFILE)
+
+html: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+book: notebooks html
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests

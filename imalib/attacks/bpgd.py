@@ -1,0 +1,126 @@
+"""BPGD (Algorithm 3): PGD followed by a binary search onto the decision boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from imalib.context import frozen_eval
+from imalib.losses import attack_loss
+from imalib.norms import Clip, Eps, Norm, as_column, ascent_direction, check_norm, clip_box, lp_norm, project_ball, random_in_ball
+
+
+@dataclass(frozen=True)
+class BoundaryResult:
+    """What BPGD returns for a batch.
+
+    Attributes:
+        x_n: the noisy samples. Where ``found`` is True, the midpoint of the final
+            bisection bracket, within one bisection interval of the boundary;
+            elsewhere the last PGD iterate (the paper's "None", case-0 of Fig. 2).
+        found: (B,) bool, True for case-1: some PGD iterate was misclassified.
+        distance: (B,) ||x_n - x||_p, the margin estimate used by Algorithm 2.
+    """
+
+    x_n: Tensor
+    found: Tensor
+    distance: Tensor
+
+
+@torch.no_grad()
+def bisect_boundary(model: nn.Module, x_in: Tensor, x_out: Tensor, y: Tensor, n_binary: int) -> tuple[Tensor, Tensor]:
+    """Binary search on the segment [x_in, x_out] (Fig. 3).
+
+    ``x_in`` is classified as ``y`` and ``x_out`` is not. Each of the ``n_binary``
+    steps classifies the midpoint m and keeps the half-segment whose ends
+    disagree. Returns the final bracket (inside point, outside point).
+    """
+    inside, outside = x_in.clone(), x_out.clone()
+    for _ in range(n_binary):
+        middle = (inside + outside) / 2
+        keeps_label = model(middle).argmax(dim=1) == y
+        mask = as_column(keeps_label.to(middle.dtype), middle).bool()
+        inside = torch.where(mask, middle, inside)
+        outside = torch.where(mask, outside, middle)
+    return inside, outside
+
+
+def bpgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: Eps,
+    *,
+    norm: Norm,
+    steps: int = 20,
+    alpha: float = 4.0,
+    n_binary: int = 10,
+    loss: str = "ce",
+    rand_init: bool = True,
+    clip: Clip = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+) -> BoundaryResult:
+    """Algorithm 3 (BPGD) in batch form: find noisy samples on the decision boundary.
+
+    Runs PGD(x, y, eps) with step size eta = alpha * eps / N_PGD per sample,
+    classifying every iterate x_(0..N_PGD) (x_(0) is the random start). For a
+    sample whose iterates ever leave class ``y`` (case-1), x_n1 is the last
+    correctly classified iterate before the first wrong one x_n2 (x itself if
+    the random start is already wrong), and ``n_binary`` bisection steps on
+    [x_n1, x_n2] put x_n on the boundary. A sample's iterations stop at its
+    first wrong iterate: later iterates cannot change x_n1 or x_n2.
+
+    Args:
+        model: the classifier f; attacked in eval mode, mode restored afterwards.
+        x: correctly classified samples (B, ...) (X_1 of Algorithm 1).
+        y: their labels (B,).
+        eps: the estimated margins E(x), a float or a (B,) tensor.
+        norm: "linf" or "l2".
+        steps: N_PGD (paper: 20).
+        alpha: sweeps of the eps-ball; eta = alpha * eps / N_PGD (paper: 4).
+        n_binary: N_binary, bisection steps (paper: 10).
+        loss: PGD objective J ("ce" in the paper).
+        rand_init: random start uniform in the eps-ball (the authors' code uses one).
+        clip: input box, or None for unbounded data.
+        generator: source of the random start.
+    """
+    norm = check_norm(norm)
+    objective = attack_loss(loss)
+    x0 = x.detach()
+    radius = as_column(eps, x0)
+    eta = alpha * radius / steps
+    start = clip_box(x0 + random_in_ball(x0, radius.flatten(), norm, generator), clip) if rand_init else x0.clone()
+    last_correct = x0.clone()
+    first_wrong = x0.clone()
+    iterate = start.clone()
+    found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+    active = torch.arange(x0.shape[0], device=x0.device)
+    with frozen_eval(model):
+        for k in range(steps + 1):
+            if active.numel() == 0:
+                break
+            take_step = k < steps
+            current = iterate[active].requires_grad_(take_step)
+            logits = model(current)
+            labels = y[active]
+            correct = logits.detach().argmax(dim=1) == labels
+            if take_step:
+                (grad,) = torch.autograd.grad(objective(logits, labels).sum(), current)
+            current = current.detach()
+            last_correct[active[correct]] = current[correct]
+            first_wrong[active[~correct]] = current[~correct]
+            found[active[~correct]] = True
+            if not take_step:
+                break
+            active, current, grad = active[correct], current[correct], grad[correct]
+            moved = current + eta[active] * ascent_direction(grad, norm)
+            delta = project_ball(moved - x0[active], radius[active].flatten(), norm)
+            iterate[active] = clip_box(x0[active] + delta, clip)
+        x_n = iterate.clone()
+        if bool(found.any()):
+            rows = found.nonzero().squeeze(1)
+            inside, outside = bisect_boundary(model, last_correct[rows], first_wrong[rows], y[rows], n_binary)
+            x_n[rows] = (inside + outside) / 2
+    return BoundaryResult(x_n=x_n.detach(), found=found, distance=lp_norm(x_n - x0, norm))

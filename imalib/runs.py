@@ -1,0 +1,145 @@
+"""Run directories: train, evaluate and record one configuration, or load it back.
+
+A run lives in ``<results>/<dataset>/<label>-<norm>-<hash>/`` and holds
+``config.json``, ``result.json`` (written last, atomically: its presence means
+the run is complete), ``model.pt`` (final weights), ``margins.pt`` (IMA / MMA)
+and, while training, ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from imalib.config import ConfigError, RunConfig
+from imalib.data import load_splits
+from imalib.evaluate import evaluate_robustness
+from imalib.io import CheckpointError, load_state, load_torch, save_torch, write_json
+from imalib.margins import MarginStore
+from imalib.methods import build_method
+from imalib.models import build_model
+from imalib.train import fit, make_optimizer
+
+
+@dataclass
+class Run:
+    """A finished run: the trained model, its configuration and its result record."""
+
+    path: Path
+    model: nn.Module
+    config: RunConfig
+    result: dict[str, Any]
+
+    @property
+    def margins(self) -> torch.Tensor | None:
+        file = self.path / "margins.pt"
+        return load_torch(file) if file.exists() else None
+
+
+def run_dir(config: RunConfig, results_root: str | Path) -> Path:
+    return Path(results_root) / config.dataset / f"{config.label}-{config.norm}-{config.hash()}"
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and hardware, recorded with every result."""
+    import numpy
+    import sklearn
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__, "machine": platform.machine(), "processor": platform.processor(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _check_writable(path: Path) -> None:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise PermissionError(f"cannot write results under {path}: {probe} is not writable; choose another "
+                              f"output directory")
+
+
+def run_experiment(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
+                   device: str = "cpu", force: bool = False, progress: bool = True) -> Run:
+    """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it."""
+    path = run_dir(config, results_root)
+    if (path / "result.json").exists() and not force:
+        return load_run(path)
+    _check_writable(path)
+    splits = load_splits(config.dataset, root=data_root, n_train=config.n_train, n_test=config.n_test,
+                         seed=config.seed, params=dict(config.data_params))
+    method = build_method(config.method, eps=config.eps, norm=config.norm, params=dict(config.method_params))
+    torch.manual_seed(config.seed)
+    model = build_model(config.dataset).to(device)
+    optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / "config.json", config.to_dict())
+    began = time.perf_counter()
+    trained = fit(model, method, splits.train, epochs=config.epochs, batch_size=config.batch_size,
+                  optimizer=optimizer, seed=config.seed, clip=splits.clip, device=device,
+                  checkpoint=path / "checkpoint.pt", progress=progress)
+    train_seconds = sum(entry["seconds"] for entry in trained.history)
+    model.eval()
+    x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
+    robustness = evaluate_robustness(model, x_test, y_test, norm=config.norm, eps_list=config.eval_eps,  # type: ignore[arg-type]
+                                     steps=config.eval_steps, clip=splits.clip, batch_size=config.eval_batch,
+                                     seed=config.seed)
+    result: dict[str, Any] = {
+        "dataset": config.dataset, "method": config.method, "label": config.label, "norm": config.norm,
+        "profile": config.profile, "seed": config.seed, "config_hash": config.hash(), "config": config.to_dict(),
+        "data": splits.note, "n_test": len(splits.test),
+        "eps": list(robustness.eps), "accuracy": robustness.accuracy, "envelope": robustness.envelope,
+        "rises": robustness.rises, "history": trained.history,
+        "train_seconds": train_seconds, "eval_seconds": robustness.seconds, "environment": environment(),
+        "wall_clock_note": "seconds measured on the machine in 'environment'; training time excludes evaluation",
+    }
+    model_cpu = model.to("cpu")
+    save_torch(path / "model.pt", model_cpu.state_dict())
+    if trained.margins is not None:
+        save_torch(path / "margins.pt", trained.margins.values)
+        counts, edges = trained.margins.histogram()
+        result["margins"] = {"mean": float(trained.margins.values.mean()), "counts": counts.tolist(),
+                             "edges": edges.tolist()}
+    save_torch(path / "robust.pt", robustness.robust)
+    write_json(path / "result.json", result)
+    checkpoint = path / "checkpoint.pt"
+    if checkpoint.exists():
+        checkpoint.unlink()
+    return Run(path=path, model=model_cpu, config=config, result=result)
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a finished run directory back into (model, config, result)."""
+    path = Path(path)
+    result_file = path / "result.json"
+    if not result_file.exists():
+        raise FileNotFoundError(f"{path} holds no finished run (no result.json); run it with run_experiment")
+    result = json.loads(result_file.read_text())
+    config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+    if config.hash() != result.get("config_hash"):
+        raise ConfigError(f"{path}: config.json does not match the hash recorded in result.json")
+    model = build_model(config.dataset)
+    weights = path / "model.pt"
+    if weights.exists():
+        load_state(model, load_torch(weights), weights)
+    else:
+        raise CheckpointError(f"{path} has no model.pt (the weights of large models are not committed); "
+                              f"run it again to get them")
+    model.eval()
+    return Run(path=path, model=model, config=config, result=result)
+
+
+def remove_run(config: RunConfig, results_root: str | Path) -> None:
+    shutil.rmtree(run_dir(config, results_root), ignore_errors=True)
