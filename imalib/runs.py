@@ -1,9 +1,11 @@
 """Run directories: train, evaluate and record one configuration, or load it back.
 
 A run lives in ``<results>/<dataset>/<label>-<norm>-<hash>/`` and holds
-``config.json``, ``result.json`` (written last, atomically: its presence means
-the run is complete), ``model.pt`` (final weights), ``margins.pt`` (IMA / MMA)
-and, while training, ``checkpoint.pt``.
+``config.json``; while training ``checkpoint.pt``; after training ``model.pt``
+(final weights), ``margins.pt`` (IMA / MMA) and ``train.json``; after the
+evaluation ``robust.pt`` (per-sample outcomes) and ``result.json``. Every file
+is written atomically (temporary file, then rename), and ``result.json`` last:
+its presence means the run is complete.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import os
 import platform
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ from imalib.config import ConfigError, RunConfig
 from imalib.data import load_splits
 from imalib.evaluate import evaluate_robustness
 from imalib.io import CheckpointError, load_state, load_torch, save_torch, write_json
-from imalib.margins import MarginStore
 from imalib.methods import build_method
 from imalib.models import build_model
 from imalib.train import fit, make_optimizer
@@ -71,12 +71,17 @@ def _check_writable(path: Path) -> None:
                               f"output directory")
 
 
-def run_experiment(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-                   device: str = "cpu", force: bool = False, progress: bool = True) -> Run:
-    """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it."""
+def train_run(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
+              device: str = "cpu", progress: bool = True) -> Path:
+    """Train ``config`` into its run directory (resuming from ``checkpoint.pt``); returns the directory.
+
+    Writes ``config.json`` first, ``checkpoint.pt`` after every epoch, then
+    ``model.pt``, ``margins.pt`` (IMA / MMA) and ``train.json`` (the per-epoch
+    log). A run whose ``train.json`` exists is not trained again.
+    """
     path = run_dir(config, results_root)
-    if (path / "result.json").exists() and not force:
-        return load_run(path)
+    if (path / "train.json").exists() and (path / "model.pt").exists():
+        return path
     _check_writable(path)
     splits = load_splits(config.dataset, root=data_root, n_train=config.n_train, n_test=config.n_test,
                          seed=config.seed, params=dict(config.data_params))
@@ -86,12 +91,36 @@ def run_experiment(config: RunConfig, *, results_root: str | Path = "results", d
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     path.mkdir(parents=True, exist_ok=True)
     write_json(path / "config.json", config.to_dict())
-    began = time.perf_counter()
     trained = fit(model, method, splits.train, epochs=config.epochs, batch_size=config.batch_size,
                   optimizer=optimizer, seed=config.seed, clip=splits.clip, device=device,
                   checkpoint=path / "checkpoint.pt", progress=progress)
-    train_seconds = sum(entry["seconds"] for entry in trained.history)
-    model.eval()
+    save_torch(path / "model.pt", model.to("cpu").state_dict())
+    log: dict[str, Any] = {"history": trained.history, "data": splits.note, "n_train": len(splits.train),
+                           "train_seconds": sum(entry["seconds"] for entry in trained.history)}
+    if trained.margins is not None:
+        save_torch(path / "margins.pt", trained.margins.values)
+        counts, edges = trained.margins.histogram()
+        log["margins"] = {"mean": float(trained.margins.values.mean()), "counts": counts.tolist(),
+                          "edges": edges.tolist()}
+    write_json(path / "train.json", log)
+    checkpoint = path / "checkpoint.pt"
+    if checkpoint.exists():
+        checkpoint.unlink()
+    return path
+
+
+def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically)."""
+    path = Path(path)
+    if not (path / "train.json").exists():
+        raise FileNotFoundError(f"{path} holds no trained model (no train.json); train it first")
+    config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+    log = json.loads((path / "train.json").read_text())
+    model = build_model(config.dataset)
+    load_state(model, load_torch(path / "model.pt"), path / "model.pt")
+    model.to(device).eval()
+    splits = load_splits(config.dataset, root=data_root, n_train=config.n_train, n_test=config.n_test,
+                         seed=config.seed, params=dict(config.data_params))
     x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
     robustness = evaluate_robustness(model, x_test, y_test, norm=config.norm, eps_list=config.eval_eps,  # type: ignore[arg-type]
                                      steps=config.eval_steps, clip=splits.clip, batch_size=config.eval_batch,
@@ -99,25 +128,30 @@ def run_experiment(config: RunConfig, *, results_root: str | Path = "results", d
     result: dict[str, Any] = {
         "dataset": config.dataset, "method": config.method, "label": config.label, "norm": config.norm,
         "profile": config.profile, "seed": config.seed, "config_hash": config.hash(), "config": config.to_dict(),
-        "data": splits.note, "n_test": len(splits.test),
+        "data": splits.note, "n_train": log["n_train"], "n_test": len(splits.test),
         "eps": list(robustness.eps), "accuracy": robustness.accuracy, "envelope": robustness.envelope,
-        "rises": robustness.rises, "history": trained.history,
-        "train_seconds": train_seconds, "eval_seconds": robustness.seconds, "environment": environment(),
-        "wall_clock_note": "seconds measured on the machine in 'environment'; training time excludes evaluation",
+        "rises": robustness.rises, "history": log["history"], "margins": log.get("margins"),
+        "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds, "environment": environment(),
+        "seconds_note": "measured on the machine in 'environment'; train_seconds excludes evaluation",
     }
-    model_cpu = model.to("cpu")
-    save_torch(path / "model.pt", model_cpu.state_dict())
-    if trained.margins is not None:
-        save_torch(path / "margins.pt", trained.margins.values)
-        counts, edges = trained.margins.histogram()
-        result["margins"] = {"mean": float(trained.margins.values.mean()), "counts": counts.tolist(),
-                             "edges": edges.tolist()}
     save_torch(path / "robust.pt", robustness.robust)
     write_json(path / "result.json", result)
-    checkpoint = path / "checkpoint.pt"
-    if checkpoint.exists():
-        checkpoint.unlink()
-    return Run(path=path, model=model_cpu, config=config, result=result)
+    return result
+
+
+def run_experiment(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
+                   device: str = "cpu", force: bool = False, progress: bool = True) -> Run:
+    """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it.
+
+    ``force=True`` deletes the run directory first and starts from scratch.
+    """
+    path = run_dir(config, results_root)
+    if force:
+        shutil.rmtree(path, ignore_errors=True)
+    if not (path / "result.json").exists():
+        train_run(config, results_root=results_root, data_root=data_root, device=device, progress=progress)
+        evaluate_run(path, data_root=data_root, device=device)
+    return load_run(path)
 
 
 def load_run(path: str | Path) -> Run:
@@ -141,5 +175,3 @@ def load_run(path: str | Path) -> Run:
     return Run(path=path, model=model, config=config, result=result)
 
 
-def remove_run(config: RunConfig, results_root: str | Path) -> None:
-    shutil.rmtree(run_dir(config, results_root), ignore_errors=True)

@@ -92,35 +92,40 @@ def bpgd(
     radius = as_column(eps, x0)
     eta = alpha * radius / steps
     start = clip_box(x0 + random_in_ball(x0, radius.flatten(), norm, generator), clip) if rand_init else x0.clone()
-    last_correct = x0.clone()
+    last_correct = x0.clone()  # x_n1 for samples whose start is already wrong: x itself
     first_wrong = x0.clone()
-    iterate = start.clone()
+    final = start.clone()
     found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
-    active = torch.arange(x0.shape[0], device=x0.device)
+    # Compact state of the samples that have not crossed the boundary yet.
+    rows = torch.arange(x0.shape[0], device=x0.device)
+    current, origin, labels, r, step = start, x0, y, radius, eta
     with frozen_eval(model):
         for k in range(steps + 1):
-            if active.numel() == 0:
-                break
             take_step = k < steps
-            current = iterate[active].requires_grad_(take_step)
+            current = current.detach().requires_grad_(take_step)
             logits = model(current)
-            labels = y[active]
             correct = logits.detach().argmax(dim=1) == labels
             if take_step:
                 (grad,) = torch.autograd.grad(objective(logits, labels).sum(), current)
             current = current.detach()
-            last_correct[active[correct]] = current[correct]
-            first_wrong[active[~correct]] = current[~correct]
-            found[active[~correct]] = True
-            if not take_step:
+            if not bool(correct.all()):
+                crossed = rows[~correct]
+                first_wrong[crossed] = current[~correct]
+                found[crossed] = True
+                if k > 0:
+                    last_correct[crossed] = previous[~correct]
+                rows, current, origin, labels, r, step = (t[correct] for t in (rows, current, origin, labels, r, step))
+                if take_step:
+                    grad = grad[correct]
+            if not take_step or rows.numel() == 0:
                 break
-            active, current, grad = active[correct], current[correct], grad[correct]
-            moved = current + eta[active] * ascent_direction(grad, norm)
-            delta = project_ball(moved - x0[active], radius[active].flatten(), norm)
-            iterate[active] = clip_box(x0[active] + delta, clip)
-        x_n = iterate.clone()
+            previous = current
+            moved = current + step * ascent_direction(grad, norm)
+            current = clip_box(origin + project_ball(moved - origin, r.flatten(), norm), clip)
+        final[rows] = current
+        x_n = final
         if bool(found.any()):
-            rows = found.nonzero().squeeze(1)
-            inside, outside = bisect_boundary(model, last_correct[rows], first_wrong[rows], y[rows], n_binary)
-            x_n[rows] = (inside + outside) / 2
+            hits = found.nonzero().squeeze(1)
+            inside, outside = bisect_boundary(model, last_correct[hits], first_wrong[hits], y[hits], n_binary)
+            x_n[hits] = (inside + outside) / 2
     return BoundaryResult(x_n=x_n.detach(), found=found, distance=lp_norm(x_n - x0, norm))

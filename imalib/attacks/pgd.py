@@ -62,20 +62,25 @@ def pgd(
         x_adv = clip_box(x0 + random_in_ball(x0, radius.flatten(), norm, generator), clip)
     else:
         x_adv = x0.clone()
-    active = torch.arange(x0.shape[0], device=x0.device)
+    # The loop works on compact tensors of the samples still being attacked; a sample leaves
+    # (its x_adv written back) only when stop_on_success sees it misclassified.
+    rows = torch.arange(x0.shape[0], device=x0.device)
+    current, start, labels, r, step = x_adv, x0, y, radius, eta
     with frozen_eval(model):
         for _ in range(steps):
-            if active.numel() == 0:
+            if rows.numel() == 0:
                 break
-            current = x_adv[active].requires_grad_(True)
+            current = current.detach().requires_grad_(True)
             logits = model(current)
-            labels = y[active]
             (grad,) = torch.autograd.grad(objective(logits, labels).sum(), current)
             current = current.detach()
             if stop_on_success:
                 still = logits.detach().argmax(dim=1) == labels
-                active, current, grad = active[still], current[still], grad[still]
-            moved = current + eta[active] * ascent_direction(grad, norm)
-            delta = project_ball(moved - x0[active], radius[active].flatten(), norm)
-            x_adv[active] = clip_box(x0[active] + delta, clip)
+                if not bool(still.all()):
+                    x_adv[rows[~still]] = current[~still]
+                    rows, current, grad, start, labels, r, step = (
+                        t[still] for t in (rows, current, grad, start, labels, r, step))
+            moved = current + step * ascent_direction(grad, norm)
+            current = clip_box(start + project_ball(moved - start, r.flatten(), norm), clip)
+        x_adv[rows] = current.detach()
     return x_adv.detach()

@@ -1,0 +1,61 @@
+"""Execute the book's notebooks with papermill: ``python -m imalib.notebooks``.
+
+Each notebook in ``notebooks/`` is run with the given parameters and its
+executed copy written (atomically) to ``book/generated/``, from which the
+Jupyter Book is built without re-executing anything. Notebooks are
+cache-aware: finished runs under the results root are loaded, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ("method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")
+
+
+def execute(name: str, parameters: dict[str, Any], *, source: Path | None = None, target: Path | None = None,
+            cwd: Path | None = None) -> Path:
+    """Run ``notebooks/<name>.ipynb`` with ``parameters``; write the executed copy atomically."""
+    import papermill
+
+    source = source or ROOT / "notebooks" / f"{name}.ipynb"
+    target = target or ROOT / "book" / "generated" / f"{name}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=target.parent)
+    os.close(handle)
+    try:
+        papermill.execute_notebook(str(source), tmp, parameters=parameters, cwd=str(cwd or source.parent),
+                                   kernel_name="python3", progress_bar=False)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imalib.notebooks", description=__doc__)
+    parser.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"))
+    parser.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="run only these notebooks")
+    parser.add_argument("--no-train", action="store_true",
+                        help="report the finished runs only; never start training (the book build in CI)")
+    parser.add_argument("--results-root", default=str(ROOT / "results"))
+    parser.add_argument("--data-root", default=os.environ.get("IMALIB_DATA_ROOT"))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    for name in args.only or NOTEBOOKS:
+        parameters = {"profile": args.profile, "train_missing": not args.no_train, "results_root": args.results_root,
+                      "data_root": args.data_root, "workers": args.workers}
+        print(f"executing notebooks/{name}.ipynb ({args.profile})", file=sys.stderr, flush=True)
+        execute(name, parameters)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
