@@ -29,7 +29,6 @@ import pandas as pd
 from imalib.config import DATASETS, PROFILES, ConfigError, RunConfig
 from imalib.data.base import DataError
 from imalib.io import CheckpointError
-from imalib.methods import METHODS
 from imalib.norms import NORMS
 from imalib.params import check_method_params
 from imalib.profiles import TABLE_ROWS, table_configs
@@ -121,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     params = check_method_params(args.method, parse_params(args.param))
     rows = table_configs(args.dataset, args.norm, args.profile, seed=args.seed)
     eps = _default_eps(args.dataset, args.norm, args.method) if args.eps is None else args.eps
+    if args.method == "ce" and eps != 0:
+        raise ConfigError(f"eps={eps!r}: method 'ce' trains without noise, so its eps must be 0 (leave --eps out)")
     same_method = [row for row in rows if row.method == args.method]
     same_row = [row for row in same_method if row.eps == eps]
     # The optimizer belongs to the table row (AdamW only for COVID-19's 'ce'); otherwise the first (Adam) row.

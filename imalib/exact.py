@@ -1,75 +1,79 @@
-"""Exact L-inf robustness for 2-D inputs (Moons): a certified quadtree instead of PGD.
+"""Exact L-inf robustness for 2-D inputs (Moons), instead of the paper's 100-step PGD upper bound.
 
-The paper measures robust accuracy with 100-step PGD, which can only find
-adversarial examples, so its numbers are upper bounds.  When the input x is a
-point in the plane, the L-inf ball of radius eps is the square
-``[x - eps, x + eps]^2`` and can simply be searched.  This module does that
-with a quadtree over the largest square of every test point:
+The paper measures robust accuracy with PGD, which only ever finds adversarial
+examples, so its numbers are upper bounds.  For a point x in the plane the
+L-inf ball of radius eps is the square ``[x - eps, x + eps]^2``, small enough to
+search completely.  The classifier's decision map does not depend on the test
+sample, so this module maps it *once* over the union of all test squares and
+then answers every (sample, eps) question from that map:
 
-* **Witnesses (exact "not robust").**  Every cell of the quadtree has its centre
-  evaluated by the model.  A misclassified centre ``p`` is a real adversarial
-  example: the model (in float32, exactly as it is used) predicts a class other
-  than y at ``p``, and ``|p - x|_inf`` is measured on the float32 point that was
-  fed to the model.  A sample is reported non-robust at eps only when it has
-  such a witness with ``|p - x|_inf <= eps`` (up to :data:`OFFSET_ATOL` of float
-  rounding), so "not robust" is never an approximation.
+1. **Decision map (a quadtree).**  The bounding box of all squares
+   ``[x_i - R, x_i + R]^2`` (R the largest eps, or ``max_radius``) is tiled with
+   top cells of side ``h * 2**L``; cells farther than R from every sample are
+   dropped.  Each cell has its centre evaluated by the model, then is either
+   *certified* (the model predicts one class everywhere in the closed cell) or
+   split into four, down to the finest side ``h = resolution``.  Finest cells
+   that are not certified are *undecided*.
 
-* **Certificates (sound "robust").**  A cell is removed from the search when it
-  is proved that the model predicts y everywhere in the closed cell.  For an
-  ``nn.Sequential`` of Linear / ReLU / LeakyReLU / LayerNorm (/ Identity /
-  Dropout / Flatten) layers, such as :func:`imalib.models.moons_mlp`, the proof
-  is interval bound propagation (IBP) in float64: a lower bound on the margin
-  ``z_y - z_j`` over the whole cell for every j != y, which must exceed
-  :data:`CERTIFY_ATOL`.  Interval bounds shrink linearly with the cell, so a
-  cell whose margin is not close to 0 is certified after a few refinements.
-  A cell that is neither certified nor holds a witness is split into four
-  children, down to the finest spacing ``h`` (at most ``resolution``).
+2. **Witnesses (exact "not robust").**  Every evaluated centre ``p`` is a real
+   float32 input with a real prediction.  A sample is non-robust at eps when
+   some ``p`` predicted != y has ``|p - x|_inf <= eps`` (measured on the
+   float32 point, with :data:`OFFSET_ATOL` slack for the rounding of a point
+   lying exactly on the square's edge) or when x itself is misclassified.  Such
+   a verdict is never an approximation, and the point is returned.
 
-* **What is left.**  Finest cells that are neither certified nor hold a witness
-  are *undecided*.  They are counted as robust in ``robust`` (no adversarial
-  point was found there) and flagged in ``certified``; in IBP mode an
-  undecided cell is never silently claimed robust.
+3. **Certificates (sound "robust").**  For an ``nn.Sequential`` of Linear /
+   ReLU / LeakyReLU / LayerNorm (/ Identity / Dropout / Flatten) layers ending
+   in Linear, such as :func:`imalib.models.moons_mlp`, a cell is certified by
+   an affine-arithmetic bound (a zonotope with the two input directions as
+   generators and one interval error per neuron, in float64; LayerNorm by a
+   first-order expansion with a rigorous second-order remainder): the lower
+   bound of ``z_k - z_j`` over the whole cell must exceed :data:`CERTIFY_ATOL`
+   for every j != k, k the class at the centre.  The bounds tighten
+   quadratically away from ReLU kinks, so only cells near the decision boundary
+   are refined.  A sample is certified robust at eps when no cell within eps of
+   it is undecided or certified for another class.
 
-Guarantee (IBP mode).  With finest spacing ``h = 2R / 2**L <= resolution`` (R
-the largest eps, or ``max_radius``), the finest cell centres form a lattice of
-spacing h, and every closed axis-aligned square of side h inside ``[x - R,
-x + R]^2`` contains one.  Hence a misclassified region inside an eps-square
-that contains a closed axis-aligned square of side h is always found (the
-sample is reported non-robust with a witness).  The thinnest misclassified
-sliver that can escape is one containing no such square (its inscribed L-inf
-radius is below h / 2); it can then only hide in undecided cells, so the
-sample's verdict for that eps is reported as not certified.  The default
-``resolution`` :data:`DEFAULT_RESOLUTION` = 1e-3 gives h = 0.6 / 1024 ~ 5.9e-4
-for Moons' largest noise level 0.3.
+Guarantee (certify="ibp", the default for supported models).  The finest cell
+centres form a lattice of spacing h and every closed axis-aligned square of
+side h in the box contains one of them; a cell holding a misclassified point is
+never certified, so its descendants down to that lattice point are evaluated.
+Hence **a misclassified region inside an eps-square that contains a closed
+axis-aligned square of side h is always found** (non-robust, with a witness).
+The thinnest misclassified sliver that can escape contains no such square (its
+inscribed L-inf radius is below h / 2): it can only hide in undecided cells,
+and then the sample's verdict is flagged as not certified (``certified`` is
+False, ``robust`` is True) rather than wrongly certified.  The default
+``resolution`` :data:`DEFAULT_RESOLUTION` = 1e-3 is h.  "Certified" holds up to
+float64 rounding, which :data:`CERTIFY_ATOL` absorbs together with the float32
+rounding of the model's own forward pass.
 
-Fallback (``certify="gradient"``, used automatically for models IBP does not
-understand).  Cells are discarded when ``margin(centre) - SAFETY * ||grad||_1 *
-h_cell / 2 > 0``, a first-order Lipschitz estimate: exact for a linear model
-but *not* a proof for a curved one; a misclassified pocket where the gradient
-at the centres is flat can then be missed even if it is wider than h.  The
-witnesses are still exact, so the fallback can only over-state robustness.
+Fallback (certify="gradient", chosen automatically for other models).  A cell
+is taken as constant when ``margin(centre) - GRADIENT_SAFETY * ||grad||_1 *
+side / 2 > CERTIFY_ATOL``: exact for a linear model, a first-order *estimate*
+for a curved one, so a pocket where the gradient at the evaluated centres is
+flat can be missed however wide it is.  Witnesses stay exact, so the fallback
+can only over-state robustness.
 
-Distances.  :func:`linf_distance_bounds` runs the same search with every
-radius relevant and returns, per sample, ``lower <= d(x) <= upper``, where
-``d(x) = inf{ |p - x|_inf : model misclassifies p }`` (0 for a misclassified
-x), the paper's margin of x measured in L-inf.  ``upper`` is the offset of the
-nearest witness found; ``lower`` is the smallest offset of any undecided cell.
-If the misclassified set contains a closed square of side h whose farthest
-point from x is at offset D, then ``upper <= D`` (for a boundary that is
-locally straight near the closest point, ``upper <= d(x) + h``).
-
-Float conventions: offsets are float64; the model sees float32 points
-``x + offset``; IBP boxes are float64 boxes around them.
+Distances.  :func:`linf_distance_bounds` returns ``lower <= min(d(x), R) <=
+upper`` with ``d(x) = inf{|p - x|_inf : the model does not predict y at p}``,
+the L-inf margin of x (0 when x is misclassified).  ``upper`` is the offset of
+the nearest witness; ``lower`` the distance to the nearest cell not certified
+for y.  If the misclassified set contains a closed square of side h whose
+farthest point from x is at offset D, then ``upper <= D``: for a boundary that
+is locally straight at the closest point, ``upper <= d(x) + h``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
 from imalib.context import frozen_eval
@@ -78,44 +82,53 @@ from imalib.evaluate import RobustnessResult
 Certify = Literal["auto", "ibp", "gradient"]
 
 DEFAULT_RESOLUTION: float = 1e-3
-"""Default upper bound on the finest quadtree spacing h (input units).
+"""Default finest cell side h (input units).  A misclassified region inside an
+eps-square is always found when it contains a closed axis-aligned square of
+side h; the thinnest sliver that can be missed has inscribed L-inf radius below
+h / 2, and (with certify="ibp") it leaves the verdict flagged not certified."""
 
-A misclassified region inside an eps-square is guaranteed to be found when it
-contains a closed axis-aligned square of side h; the thinnest sliver that can
-be missed has inscribed L-inf radius below h / 2 (and in IBP mode it leaves
-the verdict flagged as not certified rather than wrongly certified)."""
+TOP_CELL: float = 0.1
+"""Target side of the top quadtree cells; the actual side is h * 2**L, the
+smallest such value >= min(TOP_CELL, 2 R)."""
+
+DEEPEN_LEVELS: int = 6
+"""Extra generations (to h / 64) spent on the few cells that leave a verdict or
+a distance undecided after the map at spacing h."""
 
 CERTIFY_ATOL: float = 1e-4
-"""A cell is certified only when the IBP lower bound on every z_y - z_j exceeds
-this, leaving room for the float32 rounding of the model's own forward pass."""
+"""A cell is certified only when the bound on every z_k - z_j exceeds this."""
 
 OFFSET_ATOL: float = 1e-6
-"""Slack when comparing a witness's measured float32 offset with eps: the
-float32 point x + delta may round a hair outside a boundary that lies exactly on
-the grid (a witness is never more than this outside the closed eps-square)."""
+"""Slack when comparing a witness's float32 offset with eps (or a cell's
+distance with eps): a witness is never more than this outside the closed
+eps-square."""
+
+BOX_PAD: float = 1e-12
+"""Each cell is widened by this before it is certified, so that float64
+rounding of cell edges leaves no gap between neighbours."""
 
 GRADIENT_SAFETY: float = 2.0
-"""Safety factor of the first-order (non-proof) fallback test."""
+"""Safety factor of the first-order (non-proof) fallback."""
 
-CHUNK: int = 1 << 16
-"""Cells per forward pass."""
+CHUNK: int = 4096
+"""Cells per batch in the forward and bound passes."""
 
-_IBP_LAYERS = (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.LayerNorm, nn.Identity, nn.Dropout, nn.Flatten)
+_BOUND_LAYERS = (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.LayerNorm, nn.Identity, nn.Dropout, nn.Flatten)
 
 
 @dataclass(frozen=True)
 class ExactResult(RobustnessResult):
-    """Exact per-sample L-inf robustness of 2-D inputs; the fields of RobustnessResult plus the evidence.
+    """Exact per-sample L-inf robustness of 2-D inputs: RobustnessResult's fields plus the evidence.
 
-    ``robust[k, i]`` is True when no misclassified point was found in the closed
-    square ``[x_i - eps_k, x_i + eps_k]^2`` (eps 0: x_i itself is classified y_i).
-    ``certified[k, i]`` is True when that verdict is proved: a witness for
-    non-robust, the certificate of every relevant cell for robust.
-    ``witness[i]`` is the misclassified point nearest to x_i in L-inf that the
-    search kept (NaN when none within the largest eps), at offset
-    ``witness_offset[i]`` (inf when none); sample i is non-robust exactly at the
-    eps >= witness_offset[i] - OFFSET_ATOL.  ``spacing`` is the finest cell side
-    h and ``method`` the certificate used ("ibp" or "gradient").
+    ``robust[k, i]``: no point predicted other than y_i was found in the closed
+    square ``[x_i - eps_k, x_i + eps_k]^2`` (eps 0: x_i itself is classified
+    y_i), the convention of :class:`imalib.evaluate.RobustnessResult`.
+    ``certified[k, i]``: that verdict is proved (a witness for non-robust; for
+    robust, every cell within eps_k certified for y_i).
+    ``witness[i]``: the misclassified point nearest x_i in L-inf among those
+    evaluated (NaN if none within the largest eps), at offset
+    ``witness_offset[i]`` (inf if none).  ``spacing`` is h, ``method`` the
+    certificate ("ibp" or "gradient"), ``cells`` the number of cells evaluated.
     """
 
     certified: Tensor
@@ -123,20 +136,21 @@ class ExactResult(RobustnessResult):
     witness_offset: Tensor
     spacing: float
     method: str
+    cells: int
 
     @property
     def undecided(self) -> list[int]:
-        """Per eps, the number of samples whose verdict is not proved (0 everywhere means exact)."""
+        """Per eps, the number of samples whose verdict is not proved (all 0: the numbers are exact)."""
         return [int(v) for v in (~self.certified).sum(dim=1)]
 
 
 @dataclass(frozen=True)
 class DistanceBounds:
-    """Per-sample bounds on the L-inf distance d(x) to the nearest misclassified point, capped at max_radius.
+    """Per-sample bounds ``lower <= min(d(x), max_radius) <= upper`` on the L-inf distance to a wrong prediction.
 
-    ``lower <= min(d(x), max_radius) <= upper``; ``witness`` is the point at
-    offset ``upper`` (NaN when none was found within ``max_radius``, and then
-    ``upper == max_radius``).  ``lower`` is proved only for method "ibp".
+    ``witness`` is the point at offset ``upper`` (NaN when none was found
+    within ``max_radius``; then ``upper == max_radius``).  ``lower`` is proved
+    only for method "ibp".
     """
 
     lower: Tensor
@@ -144,249 +158,352 @@ class DistanceBounds:
     witness: Tensor
     spacing: float
     method: str
+    cells: int
     seconds: float
 
 
 # ----------------------------------------------------------------------------------------------
-# Interval bound propagation
+# Bounds on the logit differences over a cell
 
 
-def ibp_layers(model: nn.Module) -> list[nn.Module] | None:
-    """The model as a flat list of layers IBP supports, or None if it is not such a Sequential."""
-    if isinstance(model, nn.Sequential):
-        layers: list[nn.Module] = []
-        for child in model:
-            inner = ibp_layers(child) if isinstance(child, nn.Sequential) else [child]
-            if inner is None:
-                return None
-            layers.extend(inner)
-        return layers
-    return None
-
-
-def _supported(layers: list[nn.Module] | None) -> bool:
-    if not layers or not isinstance(layers[-1], nn.Linear):
-        return False
+def bound_layers(model: nn.Module) -> list[nn.Module] | None:
+    """The model as a flat list of layers the certified bound supports, or None."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    layers: list[nn.Module] = []
+    for child in model:
+        inner = bound_layers(child) if isinstance(child, nn.Sequential) else [child]
+        if inner is None:
+            return None
+        layers.extend(inner)
+    if not layers or not isinstance(layers[-1], nn.Linear) or layers[0].__class__ is not nn.Linear:
+        return None
     for layer in layers:
-        if not isinstance(layer, _IBP_LAYERS):
-            return False
+        if not isinstance(layer, _BOUND_LAYERS):
+            return None
         if isinstance(layer, nn.LayerNorm) and len(layer.normalized_shape) != 1:
-            return False
-    return True
+            return None
+        if isinstance(layer, nn.LeakyReLU) and not 0.0 <= layer.negative_slope <= 1.0:
+            return None
+    return layers
 
 
-def _layer_norm_interval(layer: nn.LayerNorm, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    """Sound interval image of LayerNorm over the last dimension (float64)."""
-    n = lo.shape[-1]
-    centre, radius = (hi + lo) / 2, (hi - lo) / 2
-    # u = x - mean(x) is affine: |A| has 1 - 1/n on the diagonal and 1/n elsewhere.
-    u_c = centre - centre.mean(dim=-1, keepdim=True)
-    u_r = radius * (1.0 - 2.0 / n) + radius.sum(dim=-1, keepdim=True) / n
-    u_lo, u_hi = u_c - u_r, u_c + u_r
-    sq_hi = torch.maximum(u_lo.square(), u_hi.square())
-    sq_lo = torch.where((u_lo > 0) | (u_hi < 0), torch.minimum(u_lo.square(), u_hi.square()),
-                        torch.zeros_like(u_lo))
-    var_lo, var_hi = sq_lo.mean(dim=-1, keepdim=True), sq_hi.mean(dim=-1, keepdim=True)
-    inv_lo = (var_hi + layer.eps).rsqrt()
-    inv_hi = (var_lo + layer.eps).rsqrt()
-    # u * inv with inv > 0.
-    y_lo = torch.minimum(u_lo * inv_lo, u_lo * inv_hi)
-    y_hi = torch.maximum(u_hi * inv_lo, u_hi * inv_hi)
+def _affine_layer_norm(layer: nn.LayerNorm, c: Tensor, g: Tensor, e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """LayerNorm of z = c + g^T delta + e * xi (delta in [-1, 1]^2, |xi_i| <= 1), as the same form."""
+    d = c.shape[1]
+    # u = z - mean(z) is linear; |I - 11^T/d| e = (1 - 2/d) e + sum(e)/d.
+    u = c - c.mean(dim=1, keepdim=True)
+    g = g - g.mean(dim=2, keepdim=True)
+    e = (1.0 - 2.0 / d) * e + e.sum(dim=1, keepdim=True) / d
+    rho = g.abs().sum(dim=1) + e  # |u_i - u0_i| <= rho_i
+    # v = mean(u^2) + eps = v0 + a_v . delta + [-ev, ev] + [0, qmax].
+    v0 = u.square().mean(dim=1) + layer.eps
+    a_v = (2.0 / d) * (g * u[:, None, :]).sum(dim=2)
+    ev = (2.0 / d) * (u.abs() * e).sum(dim=1)
+    qmax = rho.square().mean(dim=1)
+    spread = a_v.abs().sum(dim=1) + ev
+    v_lo = torch.clamp(v0 - spread, min=layer.eps)
+    v_dev = torch.maximum(spread + qmax, v0 - v_lo)
+    # r(v) = v^(-1/2) = r0 + r1 (v - v0) + R,  0 <= R <= r2(v_lo) / 2 * (v - v0)^2  (r convex, r'' decreasing).
+    r0 = v0.rsqrt()
+    r1 = -0.5 * r0 / v0
+    rem = 0.375 * v_lo.pow(-2.5) * v_dev.square()
+    lo_int = r1 * qmax - r1.abs() * ev
+    hi_int = rem + r1.abs() * ev
+    r_c = r0 + (lo_int + hi_int) / 2
+    e_r = (hi_int - lo_int) / 2
+    a_r = r1[:, None] * a_v
+    rho_r = a_r.abs().sum(dim=1) + e_r  # |r - r_c| <= rho_r
+    # u_i r = u0_i r_c + r_c du_i + u0_i dr + du_i dr.
+    g = r_c[:, None, None] * g + a_r[:, :, None] * u[:, None, :]
+    e = r_c.abs()[:, None] * e + u.abs() * e_r[:, None] + rho * rho_r[:, None]
+    c = u * r_c[:, None]
     if layer.weight is not None:
         w = layer.weight.double()
-        c, r = (y_hi + y_lo) / 2 * w, (y_hi - y_lo) / 2 * w.abs()
-        if layer.bias is not None:
-            c = c + layer.bias.double()
-        y_lo, y_hi = c - r, c + r
-    elif layer.bias is not None:
-        b = layer.bias.double()
-        y_lo, y_hi = y_lo + b, y_hi + b
-    return y_lo, y_hi
+        c, g, e = c * w, g * w, e * w.abs()
+    if layer.bias is not None:
+        c = c + layer.bias.double()
+    return c, g, e
 
 
-def ibp_margin_lower(layers: list[nn.Module], lo: Tensor, hi: Tensor, y: Tensor) -> Tensor:
-    """A sound lower bound on min_{j != y} (z_y - z_j) over each input box [lo, hi] (float64, shape (n,)).
+def affine_margin_lower(layers: list[nn.Module], centre: Tensor, half: float, k: Tensor) -> Tensor:
+    """Lower bound on min_{j != k} (z_k - z_j) over each square ``centre +- half`` (float64, shape (n,)).
 
-    ``layers`` must satisfy the IBP support check (last layer Linear).  The last
-    layer is folded into the differences W_y - W_j, which is tighter than
-    subtracting the bounds of z_y and z_j.
+    Affine arithmetic: every pre-activation is kept as ``c + g^T delta + e * xi``
+    with delta the cell's two input coordinates scaled to [-1, 1] and xi a
+    per-neuron error in [-1, 1] (dropping the errors' correlations is sound).
+    Linear layers are exact; a ReLU/LeakyReLU whose input interval straddles 0
+    is replaced by its chord with half the chord's gap as error; LayerNorm is
+    expanded to first order with a rigorous bound on the rest.
     """
-    lo, hi = lo.double(), hi.double()
-    for layer in layers[:-1]:
+    first = layers[0]
+    assert isinstance(first, nn.Linear)
+    w = first.weight.double()
+    c = centre.double() @ w.T
+    if first.bias is not None:
+        c = c + first.bias.double()
+    g = (half * w.T)[None].expand(c.shape[0], -1, -1)  # (n, 2, d)
+    e = torch.full((c.shape[0], 2), BOX_PAD, dtype=torch.float64) @ w.abs().T
+    for layer in layers[1:-1]:
         if isinstance(layer, nn.Linear):
             w = layer.weight.double()
-            c, r = (hi + lo) / 2 @ w.T, (hi - lo) / 2 @ w.abs().T
+            c = c @ w.T
             if layer.bias is not None:
                 c = c + layer.bias.double()
-            lo, hi = c - r, c + r
+            g = g @ w.T
+            e = e @ w.abs().T
         elif isinstance(layer, (nn.ReLU, nn.LeakyReLU)):
-            lo, hi = layer(lo), layer(hi)  # monotone non-decreasing
+            a = float(getattr(layer, "negative_slope", 0.0))
+            rho = g.abs().sum(dim=1) + e
+            lo, hi = c - rho, c + rho
+            cross = (lo < 0) & (hi > 0)
+            slope = torch.where(lo >= 0, torch.ones_like(c), torch.full_like(c, a))
+            chord = (hi - a * lo) / torch.where(cross, hi - lo, torch.ones_like(c))
+            slope = torch.where(cross, chord, slope)
+            gap = torch.where(cross, lo * (a - slope), torch.zeros_like(c))  # chord(0) - f(0) >= 0
+            c = slope * c + gap / 2
+            g = g * slope[:, None, :]
+            e = slope * e + gap / 2
         elif isinstance(layer, nn.LayerNorm):
-            lo, hi = _layer_norm_interval(layer, lo, hi)
-        # Identity, Dropout (eval), Flatten on (n, d): nothing to do.
+            c, g, e = _affine_layer_norm(layer, c, g, e)
+        # Identity, Dropout (eval mode) and Flatten of (n, d) change nothing.
     last = layers[-1]
     assert isinstance(last, nn.Linear)
     w = last.weight.double()
     b = last.bias.double() if last.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    centre, radius = (hi + lo) / 2, (hi - lo) / 2
-    out = torch.full((lo.shape[0],), float("inf"), dtype=torch.float64)
+    out = torch.full((c.shape[0],), float("inf"), dtype=torch.float64)
     classes = w.shape[0]
     for label in range(classes):
-        rows = (y == label).nonzero().squeeze(1)
+        rows = (k == label).nonzero().squeeze(1)
         if rows.numel() == 0:
             continue
         others = [j for j in range(classes) if j != label]
-        diff_w = w[label][None, :] - w[others]  # (C - 1, d)
-        diff_b = b[label] - b[others]
-        bound = centre[rows] @ diff_w.T - radius[rows] @ diff_w.abs().T + diff_b
+        dw, db = w[label][None, :] - w[others], b[label] - b[others]
+        bound = c[rows] @ dw.T + db - (g[rows] @ dw.T).abs().sum(dim=1) - e[rows] @ dw.abs().T
         out[rows] = bound.amin(dim=1)
     return out
 
 
+def _margins(logits: Tensor, k: Tensor) -> Tensor:
+    """z_k - max_{j != k} z_j per row."""
+    z_k = logits.gather(1, k[:, None]).squeeze(1)
+    others = logits.masked_fill(nn.functional.one_hot(k, logits.shape[1]).bool(), float("-inf"))
+    return z_k - others.amax(dim=1)
+
+
 # ----------------------------------------------------------------------------------------------
-# The quadtree search
-
-
-@dataclass
-class _Search:
-    upper: Tensor  # (N,) float64: offset of the nearest witness (inf if none)
-    witness: Tensor  # (N, 2) float32, NaN if none
-    undecided_from: Tensor  # (N,) float64: smallest offset of an undecided finest cell (inf if none)
-    spacing: float
-    method: str
-
-
-def _margins(logits: Tensor, y: Tensor) -> Tensor:
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.masked_fill(nn.functional.one_hot(y, logits.shape[1]).bool(), float("-inf"))
-    return z_y - others.amax(dim=1)
-
-
-def _levels(radius: float, resolution: float) -> int:
-    return max(0, math.ceil(math.log2(2.0 * radius / resolution) - 1e-12))
-
-
-def _check_inputs(x: Tensor, y: Tensor, resolution: float) -> None:
-    if x.dim() != 2 or x.shape[1] != 2:
-        raise ValueError(f"x has shape {tuple(x.shape)}; exact search needs 2-D points of shape (N, 2)")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"y has shape {tuple(y.shape)}; expected ({x.shape[0]},)")
-    if not resolution > 0:
-        raise ValueError(f"resolution={resolution} must be positive")
+# The search
 
 
 def _resolve_method(model: nn.Module, certify: Certify) -> tuple[str, list[nn.Module] | None]:
-    layers = ibp_layers(model)
-    ok = _supported(layers)
-    if certify == "ibp" and not ok:
-        raise ValueError("certify='ibp' needs an nn.Sequential of Linear/ReLU/LeakyReLU/LayerNorm layers "
-                         "ending in Linear; use certify='gradient' or 'auto'")
     if certify not in ("auto", "ibp", "gradient"):
         raise ValueError(f"certify={certify!r} is not supported: use auto, ibp or gradient")
-    if certify == "gradient" or not ok:
+    layers = bound_layers(model)
+    if certify == "ibp" and layers is None:
+        raise ValueError("certify='ibp' needs an nn.Sequential of Linear/ReLU/LeakyReLU/LayerNorm layers "
+                         "starting and ending with Linear; use certify='gradient' or 'auto'")
+    if certify == "gradient" or layers is None:
         return "gradient", None
     return "ibp", layers
 
 
-def _search(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    radius: float,
-    resolution: float,
-    relevant: Callable[[Tensor, Tensor], Tensor],
-    certify: Certify,
-) -> _Search:
-    """Quadtree over [x - radius, x + radius]^2 per sample.
+_CORNERS = torch.tensor([[0.0, 0.0], [-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
+_QUARTERS = _CORNERS[1:]
 
-    ``relevant(o_min, upper_of_cell)`` says whether a cell whose closest point
-    is at L-inf offset ``o_min`` can still change an answer, given the cell's
-    sample's current nearest-witness offset.
+
+def _children(centre: Tensor, side: float) -> Tensor:
+    """Centres of the four quarters of each cell of ``side``."""
+    return (centre[:, None, :] + _QUARTERS[None] * (side / 4)).reshape(-1, 2)
+
+
+class _Search:
+    """The quadtree over the samples' squares, keeping every sample's nearest witness up to date.
+
+    ``reach(upper)`` maps the samples' current nearest-witness offsets to the
+    radius (per sample, -inf for none) within which a cell can still change
+    that sample's answer; it must only shrink as ``upper`` shrinks.  A cell is processed while some sample
+    is within its reach (L-inf box distance); farther cells are dropped.
     """
-    method, layers = _resolve_method(model, certify)
-    device = x.device
-    x32 = x.detach().float()
-    x64 = x32.double()
-    y = y.to(device)
-    n = x.shape[0]
-    upper = torch.full((n,), float("inf"), dtype=torch.float64, device=device)
-    witness = torch.full((n, 2), float("nan"), dtype=torch.float32, device=device)
-    undecided_from = torch.full((n,), float("inf"), dtype=torch.float64, device=device)
-    levels = _levels(radius, resolution) if radius > 0 else 0
-    spacing = 2.0 * radius / 2**levels
 
-    pid = torch.arange(n, device=device)
-    centre = torch.zeros((n, 2), dtype=torch.float64, device=device)
-    quarter = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]], dtype=torch.float64,
-                           device=device)
-    with frozen_eval(model):
-        for level in range(levels + 1):
-            side = 2.0 * radius / 2**level
-            half = side / 2
-            # 1. Evaluate the centres: every misclassified one is an exact witness.
-            points = (x64[pid] + centre).float()
-            wrong_parts, margin_parts, slope_parts = [], [], []
-            for s in range(0, pid.numel(), CHUNK):
-                p = points[s:s + CHUNK]
-                labels = y[pid[s:s + CHUNK]]
-                if method == "gradient":
-                    with torch.enable_grad():
-                        p = p.clone().requires_grad_(True)
-                        logits = model(p)
-                        m = _margins(logits, labels)
-                        (grad,) = torch.autograd.grad(m.sum(), p)
-                    slope_parts.append(grad.abs().sum(dim=1).double())
-                    logits, m = logits.detach(), m.detach()
+    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, radius: float, resolution: float,
+                 certify: Certify, reach: Callable[[Tensor], Tensor]) -> None:
+        if x.dim() != 2 or x.shape[1] != 2:
+            raise ValueError(f"x has shape {tuple(x.shape)}; the exact search needs 2-D points of shape (N, 2)")
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"y has shape {tuple(y.shape)}; expected ({x.shape[0]},)")
+        if not resolution > 0:
+            raise ValueError(f"resolution={resolution} must be positive")
+        self.model = model
+        self.method, self.layers = _resolve_method(model, certify)
+        parameter = next(model.parameters(), None)
+        self.device = parameter.device if parameter is not None else torch.device("cpu")
+        self.xs = x.detach().cpu().float()
+        self.x64 = self.xs.double()
+        self.y = y.detach().cpu().long()
+        self.radius = float(radius)
+        self.spacing = float(resolution)
+        self.reach = reach
+        n = x.shape[0]
+        self.upper = torch.full((n,), float("inf"), dtype=torch.float64)
+        self.witness = torch.full((n, 2), float("nan"), dtype=torch.float32)
+        self.certified: list[tuple[Tensor, Tensor, float]] = []  # (centres, class, side)
+        self.undecided: list[tuple[Tensor, float]] = []  # (centres, side)
+        self.cells = 0
+        with frozen_eval(model), torch.no_grad():
+            clean = torch.cat([model(self.xs[s:s + CHUNK].to(self.device)).argmax(dim=1).cpu()
+                               for s in range(0, n, CHUNK)]) if n else torch.zeros(0, dtype=torch.long)
+        wrong = clean != self.y
+        self.upper[wrong] = 0.0  # x itself is the witness
+        self.witness[wrong] = self.xs[wrong]
+
+    # -- witnesses ---------------------------------------------------------------------------
+    def _observe(self, points: Tensor, labels: Tensor) -> None:
+        """Lower each sample's ``upper`` to its nearest evaluated point predicted other than its label."""
+        for label in self.y.unique().tolist():
+            bad = points[labels != label]
+            rows = ((self.y == label) & (self.upper > 0)).nonzero().squeeze(1)
+            if bad.shape[0] == 0 or rows.numel() == 0:
+                continue
+            dist, idx = cKDTree(bad.double().numpy()).query(self.x64[rows].numpy(), k=1, p=np.inf,
+                                                             distance_upper_bound=self.radius + 1.0)
+            dist_t = torch.from_numpy(np.asarray(dist, dtype=np.float64))
+            better = dist_t < self.upper[rows]
+            self.upper[rows[better]] = dist_t[better]
+            self.witness[rows[better]] = bad[torch.from_numpy(np.asarray(idx, dtype=np.int64))[better]]
+
+    # -- relevance ---------------------------------------------------------------------------
+    def relevant(self, centre: Tensor, half: float) -> Tensor:
+        """Cells within some sample's reach: L-inf box distance <= reach_i + OFFSET_ATOL."""
+        reach = self.reach(self.upper)
+        active = (reach >= 0).nonzero().squeeze(1)
+        mask = torch.zeros(centre.shape[0], dtype=torch.bool)
+        if centre.shape[0] == 0 or active.numel() == 0:
+            return mask
+        limit = float(reach[active].max()) + half + 2 * OFFSET_ATOL
+        pairs = cKDTree(centre.numpy()).sparse_distance_matrix(
+            cKDTree(self.x64[active].numpy()), limit, p=np.inf, output_type="ndarray")
+        if len(pairs):
+            cell = torch.from_numpy(pairs["i"].astype(np.int64))
+            sample = torch.from_numpy(pairs["j"].astype(np.int64))
+            box = torch.from_numpy(pairs["v"].astype(np.float64)) - half
+            mask[cell[box <= reach[active][sample] + OFFSET_ATOL]] = True
+        return mask
+
+    # -- cells -------------------------------------------------------------------------------
+    def _classify(self, centre: Tensor, half: float) -> tuple[Tensor, Tensor]:
+        """Evaluate each cell ``centre +- half`` at its centre and corners and try to certify the centre's class.
+
+        A cell whose corners disagree with its centre holds two classes and is
+        not sent to the bound.  Returns the centre's class and the proof flag.
+        """
+        preds, proved = [], []
+        for s in range(0, centre.shape[0], CHUNK):
+            exact = centre[s:s + CHUNK]
+            n = exact.shape[0]
+            points = (exact[:, None, :] + _CORNERS[None] * half).reshape(-1, 2).float()
+            fed = points.to(self.device)
+            gradient = self.method == "gradient"
+            with torch.enable_grad() if gradient else torch.no_grad():
+                if gradient:
+                    fed.requires_grad_(True)
+                logits = self.model(fed)
+            labels = logits.detach().argmax(dim=1).cpu()
+            self._observe(points, labels)
+            labels = labels.reshape(n, 5)
+            k = labels[:, 0]
+            good = (labels == k[:, None]).all(dim=1)
+            rows = good.nonzero().squeeze(1)
+            if rows.numel():
+                if gradient:
+                    m = _margins(logits.reshape(n, 5, -1)[:, 0], k.to(self.device))
+                    (grad,) = torch.autograd.grad(m.sum(), fed)
+                    slope = grad.reshape(n, 5, 2)[:, 0].abs().sum(dim=1).double().cpu()
+                    bound = (m.detach().double().cpu() - GRADIENT_SAFETY * slope * (half + BOX_PAD))[rows]
                 else:
+                    assert self.layers is not None
                     with torch.no_grad():
-                        logits = model(p)
-                        m = _margins(logits, labels)
-                wrong_parts.append(logits.argmax(dim=1) != labels)
-                margin_parts.append(m.double())
-            wrong = torch.cat(wrong_parts) if wrong_parts else torch.zeros(0, dtype=torch.bool, device=device)
-            offset = (points.double() - x64[pid]).abs().amax(dim=1)
-            if bool(wrong.any()):
-                cand = torch.where(wrong, offset, torch.full_like(offset, float("inf")))
-                best = torch.full((n,), float("inf"), dtype=torch.float64, device=device)
-                best.scatter_reduce_(0, pid, cand, reduce="amin")
-                improved = best < upper
-                take = wrong & improved[pid] & (cand == best[pid])
-                witness[pid[take]] = points[take]
-                upper = torch.minimum(upper, best)
-            # 2. Drop cells that can no longer change an answer.
-            o_min = ((centre.abs() - half).clamp_min(0.0)).amax(dim=1)
-            keep = relevant(o_min, upper[pid])
-            # 3. Drop cells proved correct everywhere (a misclassified centre is never proved).
-            open_ = keep & ~wrong
-            idx = open_.nonzero().squeeze(1)
-            if idx.numel():
-                if method == "ibp":
-                    assert layers is not None
-                    lower_parts = []
-                    for s in range(0, idx.numel(), CHUNK):
-                        rows = idx[s:s + CHUNK]
-                        box_c = x64[pid[rows]] + centre[rows]
-                        with torch.no_grad():
-                            lower_parts.append(ibp_margin_lower(layers, box_c - half, box_c + half, y[pid[rows]]))
-                    proved = torch.cat(lower_parts) > CERTIFY_ATOL
-                else:
-                    margins = torch.cat(margin_parts)[idx]
-                    slopes = torch.cat(slope_parts)[idx]
-                    proved = margins - GRADIENT_SAFETY * slopes * half > CERTIFY_ATOL
-                keep[idx[proved]] = False
-            if level == levels:
-                # Finest level: what is left and holds no witness is undecided.
-                left = keep & ~wrong
-                if bool(left.any()):
-                    undecided_from.scatter_reduce_(0, pid[left], o_min[left], reduce="amin")
-                break
-            pid, centre = pid[keep], centre[keep]
-            if pid.numel() == 0:
-                break
-            # 4. Split into four children.
-            pid = pid.repeat_interleave(4)
-            centre = (centre[:, None, :] + quarter[None] * (half / 2)).reshape(-1, 2)
-    return _Search(upper=upper, witness=witness, undecided_from=undecided_from, spacing=spacing, method=method)
+                        bound = affine_margin_lower(self.layers, exact[rows], half, k[rows]).cpu()
+                good[rows] = bound > CERTIFY_ATOL
+            preds.append(k)
+            proved.append(good)
+        return torch.cat(preds), torch.cat(proved)
+
+    def refine(self, centre: Tensor, side: float, levels: int,
+               keep: Callable[[Tensor, float], Tensor] | None = None, set_aside: bool = False) -> None:
+        """Process cells of ``side`` and up to ``levels`` generations of their children.
+
+        ``keep(centres, half)`` (default :meth:`relevant`) picks the cells worth
+        processing; the others are dropped or, with ``set_aside``, recorded as
+        undecided.  Cells unproved after the last generation are undecided.
+        """
+        keep = keep or self.relevant
+        with frozen_eval(self.model):
+            for level in range(levels + 1):
+                half = side / 2
+                chosen = keep(centre, half)
+                if set_aside and not bool(chosen.all()):
+                    self.undecided.append((centre[~chosen], side))
+                centre = centre[chosen]
+                if centre.shape[0] == 0:
+                    return
+                preds, proved = self._classify(centre, half)
+                self.cells += centre.shape[0]
+                self.certified.append((centre[proved], preds[proved], side))
+                centre = centre[~proved]
+                if level == levels:
+                    self.undecided.append((centre, side))
+                    return
+                centre, side = _children(centre, side), half
+
+    def run(self) -> None:
+        """The map at spacing h over the bounding box of all squares ``[x_i - radius, x_i + radius]^2``."""
+        if self.radius <= 0 or self.xs.shape[0] == 0:
+            return
+        levels = max(0, math.ceil(math.log2(min(TOP_CELL, 2.0 * self.radius) / self.spacing) - 1e-9))
+        top = self.spacing * 2**levels
+        origin = self.x64.amin(dim=0) - self.radius
+        counts = ((self.x64.amax(dim=0) + self.radius - origin) / top).ceil().long().clamp_min(1)
+        ix, iy = torch.meshgrid(torch.arange(int(counts[0])), torch.arange(int(counts[1])), indexing="ij")
+        centre = origin + (torch.stack([ix.flatten(), iy.flatten()], dim=1).double() + 0.5) * top
+        self.refine(centre, top, levels)
+
+    def deepen(self, anchors: Tensor, reach: Tensor, levels: int) -> None:
+        """Refine, up to ``levels`` more generations, the undecided cells within ``reach[j]`` of ``anchors[j]``."""
+        if anchors.shape[0] == 0 or levels <= 0:
+            return
+        a = anchors.detach().cpu().double()
+        r = reach.detach().cpu().double()
+
+        def close(c: Tensor, half: float) -> Tensor:
+            if c.shape[0] == 0:
+                return torch.zeros(0, dtype=torch.bool)
+            box = ((c[:, None, :] - a[None]).abs().amax(dim=2) - half).clamp_min(0.0)  # (cells, anchors)
+            return (box <= r[None] + OFFSET_ATOL).any(dim=1)
+
+        blocks, self.undecided = self.undecided, []
+        for centres, side in blocks:
+            chosen = close(centres, side / 2)
+            self.undecided.append((centres[~chosen], side))
+            if bool(chosen.any()):
+                self.refine(_children(centres[chosen], side), side / 2, levels - 1, close, set_aside=True)
+
+    # -- answers -----------------------------------------------------------------------------
+    def lower(self) -> Tensor:
+        """Per sample, the L-inf box distance to the nearest kept cell not certified for its label."""
+        lower = torch.full_like(self.upper, float("inf"))
+        lower[self.upper == 0] = 0.0
+        for label in self.y.unique().tolist():
+            rows = (self.y == label).nonzero().squeeze(1)
+            query = self.x64[rows].numpy()
+            by_side: dict[float, list[Tensor]] = {}
+            for centres, side in [(c[k != label], side) for c, k, side in self.certified] + self.undecided:
+                if centres.shape[0]:
+                    by_side.setdefault(side, []).append(centres)
+            for side, blocks in by_side.items():
+                dist, _ = cKDTree(torch.cat(blocks).numpy()).query(query, k=1, p=np.inf)
+                box = (torch.from_numpy(np.asarray(dist, dtype=np.float64)) - side / 2 - BOX_PAD).clamp_min(0.0)
+                lower[rows] = torch.minimum(lower[rows], box)
+        return lower
 
 
 def exact_linf_robust(
@@ -397,52 +514,65 @@ def exact_linf_robust(
     *,
     resolution: float = DEFAULT_RESOLUTION,
     certify: Certify = "auto",
+    deepen: int = DEEPEN_LEVELS,
 ) -> ExactResult:
-    """Robustness of each 2-D sample at each noise level eps, decided on the whole square.
+    """Whether the model predicts y everywhere in each square ``[x - eps, x + eps]^2``, for every eps.
 
     Args:
         model: maps (B, 2) float32 points to logits (B, C); run in eval mode,
             its mode and ``requires_grad`` flags restored afterwards.
-        x: test points (N, 2); unbounded (Moons has clip=None).
+        x: test points (N, 2), unbounded (Moons has clip=None).
         y: labels (N,).
-        eps_list: the noise levels eps (e.g. 0, 0.05, ..., 0.3).
-        resolution: the finest quadtree spacing h is the largest 2 max(eps) / 2**L
-            not above this (see the module docstring for what h guarantees).
+        eps_list: noise levels eps (e.g. 0, 0.05, ..., 0.3).
+        resolution: the finest cell side h; see the module docstring for what
+            it guarantees (regions containing an h-square are always found).
         certify: "ibp" (a proof; needs a Linear/ReLU/LeakyReLU/LayerNorm
-            Sequential), "gradient" (first-order estimate, not a proof) or
-            "auto" (ibp when supported).
+            Sequential), "gradient" (first-order estimate) or "auto".
+        deepen: extra quadtree generations (down to h / 2**deepen) spent only
+            on the undecided cells that leave some (sample, eps) verdict
+            unproved; 0 turns this off.
 
     Returns:
-        An :class:`ExactResult`: ``robust`` of shape (len(eps_list), N) with the
-        convention of :class:`imalib.evaluate.RobustnessResult` (a sample wrong on
-        clean data is non-robust at every eps), plus ``certified``, ``witness``
+        :class:`ExactResult` with ``robust`` of shape (len(eps_list), N) in the
+        convention of :class:`imalib.evaluate.RobustnessResult` (a sample wrong
+        on clean data is non-robust at every eps), ``certified``, ``witness``
         and ``witness_offset``.
     """
-    _check_inputs(x, y, resolution)
     eps_values = [float(e) for e in eps_list]
-    if any(not (e >= 0) for e in eps_values):
+    if any(not e >= 0 for e in eps_values):
         raise ValueError(f"eps_list={eps_values} must be non-negative")
     began = time.perf_counter()
     radius = max(eps_values, default=0.0)
-    positive = torch.tensor(sorted({e for e in eps_values if e > 0}), dtype=torch.float64, device=x.device)
+    levels_t = torch.tensor(sorted({e for e in eps_values if e > 0}), dtype=torch.float64)
 
-    def relevant(o_min: Tensor, upper: Tensor) -> Tensor:
-        # Some eps > 0 with o_min <= eps (the cell meets the eps-square) and eps < upper (not yet broken).
-        if positive.numel() == 0:
-            return torch.zeros_like(o_min, dtype=torch.bool)
-        e = positive[None, :]
-        return ((o_min[:, None] <= e + OFFSET_ATOL) & (e < upper[:, None] - OFFSET_ATOL)).any(dim=1)
+    def reach(upper: Tensor) -> Tensor:
+        # The largest eps > 0 not yet broken: cells within it can still change a verdict.
+        if levels_t.numel() == 0:
+            return torch.full_like(upper, -math.inf)
+        open_ = levels_t[None, :] < upper[:, None] - OFFSET_ATOL
+        return torch.where(open_, levels_t[None, :], torch.full_like(open_, -math.inf, dtype=torch.float64)
+                           ).amax(dim=1)
 
-    found = _search(model, x, y, radius, resolution, relevant, certify)
-    eps_t = torch.tensor(eps_values, dtype=torch.float64, device=x.device)[:, None]
-    broken = found.upper[None, :] <= eps_t + OFFSET_ATOL
-    robust = ~broken
-    proved_robust = robust & (eps_t < found.undecided_from[None, :] - OFFSET_ATOL)
-    certified = broken | proved_robust
+    search = _Search(model, x, y, radius, resolution, certify, reach)
+    search.run()
+    eps_t = torch.tensor(eps_values, dtype=torch.float64)[:, None]
+
+    def verdicts() -> tuple[Tensor, Tensor]:
+        broken = search.upper[None, :] <= eps_t + OFFSET_ATOL
+        return broken, ~broken & (eps_t < search.lower()[None, :] - OFFSET_ATOL)
+
+    broken, proved_robust = verdicts()
+    open_k, open_i = (~broken & ~proved_robust).nonzero(as_tuple=True)
+    if deepen > 0 and open_i.numel():
+        search.deepen(search.xs[open_i], eps_t[open_k, 0], deepen)
+        broken, proved_robust = verdicts()
+    keep = search.upper <= radius + OFFSET_ATOL
+    witness = torch.where(keep[:, None], search.witness, torch.full_like(search.witness, float("nan")))
+    offset = torch.where(keep, search.upper, torch.full_like(search.upper, float("inf")))
     return ExactResult(
-        eps=tuple(eps_values), robust=robust.cpu(), norm="linf", seconds=time.perf_counter() - began,
-        certified=certified.cpu(), witness=found.witness.cpu(), witness_offset=found.upper.cpu(),
-        spacing=found.spacing, method=found.method,
+        eps=tuple(eps_values), robust=~broken, norm="linf", seconds=time.perf_counter() - began,
+        certified=broken | proved_robust, witness=witness, witness_offset=offset,
+        spacing=search.spacing, method=search.method, cells=search.cells,
     )
 
 
@@ -454,30 +584,41 @@ def linf_distance_bounds(
     max_radius: float,
     resolution: float = DEFAULT_RESOLUTION,
     certify: Certify = "auto",
+    deepen: int = DEEPEN_LEVELS,
 ) -> DistanceBounds:
     """Bounds ``lower <= min(d(x), max_radius) <= upper`` on each sample's L-inf distance to a wrong prediction.
 
     d(x) is the smallest eps whose closed square around x holds a point the
-    model does not classify as y: the L-inf margin of x (0 when x itself is
-    misclassified).  ``upper`` is the offset of a real witness (or max_radius
-    when none lies within it); ``lower`` is the closest undecided cell, proved
-    in IBP mode.  See the module docstring for how close they are.
+    model does not classify as y (the paper's margin of x, measured in L-inf;
+    0 when x itself is misclassified).  ``upper`` is the offset of a real
+    witness, or ``max_radius`` when none lies within it; ``lower`` is the
+    distance to the nearest cell not certified for y (a proof in "ibp" mode).
+    Samples whose bounds are still more than h apart get up to ``deepen`` more
+    quadtree generations on the cells closer than ``upper - h`` (0 turns this
+    off), which usually brings ``upper - lower`` to at most h.
     """
-    _check_inputs(x, y, resolution)
     if not max_radius > 0:
         raise ValueError(f"max_radius={max_radius} must be positive")
     began = time.perf_counter()
+    radius = float(max_radius)
 
-    def relevant(o_min: Tensor, upper: Tensor) -> Tensor:
-        return o_min < upper
+    def reach(upper: Tensor) -> Tensor:
+        # Cells closer than the nearest witness can still lower it.
+        return torch.where(upper > 0, upper.clamp(max=radius), torch.full_like(upper, -math.inf))
 
-    found = _search(model, x, y, float(max_radius), resolution, relevant, certify)
-    upper = found.upper.clamp(max=max_radius)
-    lower = torch.minimum(found.undecided_from, upper)
-    witness = found.witness.clone()
-    witness[found.upper > max_radius] = float("nan")
-    return DistanceBounds(lower=lower.cpu(), upper=upper.cpu(), witness=witness.cpu(), spacing=found.spacing,
-                          method=found.method, seconds=time.perf_counter() - began)
+    search = _Search(model, x, y, radius, resolution, certify, reach)
+    search.run()
+    upper = search.upper.clamp(max=radius)
+    loose = (upper - torch.minimum(search.lower(), upper)) > search.spacing + OFFSET_ATOL
+    if deepen > 0 and bool(loose.any()):
+        # Only cells closer than upper - h can leave a gap wider than h.
+        search.deepen(search.xs[loose], upper[loose] - search.spacing, deepen)
+        upper = search.upper.clamp(max=radius)
+    witness = search.witness.clone()
+    witness[search.upper > radius] = float("nan")
+    lower = torch.minimum(search.lower(), upper)
+    return DistanceBounds(lower=lower, upper=upper, witness=witness, spacing=search.spacing, method=search.method,
+                          cells=search.cells, seconds=time.perf_counter() - began)
 
 
 def exact_linf_distance(
@@ -488,15 +629,17 @@ def exact_linf_distance(
     max_radius: float,
     resolution: float = DEFAULT_RESOLUTION,
     certify: Certify = "auto",
+    deepen: int = DEEPEN_LEVELS,
 ) -> Tensor:
-    """Each sample's L-inf distance to the decision boundary, capped at ``max_radius`` (float64, (N,)).
+    """Each sample's L-inf distance to the decision boundary, capped at ``max_radius`` (float64, shape (N,)).
 
-    The smallest offset |p - x|_inf of a misclassified point p the search found
-    (an achieved distance, so never below the true d(x)); ``max_radius`` when
-    none lies within it.  Error bound: the true capped distance lies in
-    [:func:`linf_distance_bounds`.lower, this]; when the misclassified set near
-    the closest point contains a closed square of side h (h <= ``resolution``,
-    e.g. a locally straight boundary) this exceeds d(x) by at most h.
+    The offset |p - x|_inf of the nearest point p found that the model does not
+    classify as y (an achieved distance, never below the true d(x)), or
+    ``max_radius`` when there is none within it.  Error bound: the true capped
+    distance lies in [:func:`linf_distance_bounds`'s ``lower``, this value]; this
+    value exceeds d(x) by at most h = ``resolution`` whenever the misclassified
+    set contains a closed h-square within offset d(x) + h of x (e.g. a boundary
+    that is locally straight at its closest point).
     """
-    return linf_distance_bounds(model, x, y, max_radius=max_radius, resolution=resolution,
-                                certify=certify).upper
+    return linf_distance_bounds(model, x, y, max_radius=max_radius, resolution=resolution, certify=certify,
+                                deepen=deepen).upper

@@ -53,3 +53,13 @@ def run_many(configs: Sequence[RunConfig], *, results_root: str | Path = "result
             for config in missing:
                 run_experiment(config, results_root=results_root, data_root=data_root, device=device)
     return [load_run(run_dir(c, results_root)) for c in configs]
+
+
+def available(configs: Sequence[RunConfig], *, results_root: str | Path = "results", data_root: str | Path | None = None,
+              device: str = "cpu", workers: int = 1, train_missing: bool = True) -> tuple[list[Run], list[RunConfig]]:
+    """(finished runs, configs without a finished run): trains the missing ones when ``train_missing``."""
+    if train_missing:
+        return run_many(configs, results_root=results_root, data_root=data_root, device=device, workers=workers), []
+    done = [c for c in configs if (run_dir(c, results_root) / "result.json").exists()]
+    missing = [c for c in configs if c not in done]
+    return [load_run(run_dir(c, results_root)) for c in done], missing

@@ -35,8 +35,15 @@ from imalib.config import PROFILES, ConfigError
 NOTEBOOK_SPEC: dict[str, Any] = {
     "profile": PROFILES,
     "seed": int,
+    "seeds": list[int],
     "methods": (list[str], None),
     "device": str,
+    "noise": float,
+    "noise_levels": list[float],
+    "train_missing": bool,
+    "results_root": str,
+    "data_root": (str, None),
+    "workers": int,
 }
 
 # Method fields that come from the run configuration, not from method parameters.

@@ -42,7 +42,11 @@ def std_table(frame: pd.DataFrame, value: str = "accuracy", order: Sequence[str]
 
 def mean_std_text(mean: pd.DataFrame, std: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Cells formatted 'mean ± sd'."""
-    return mean.combine(std, lambda m, s: [f"{a:.{digits}f} ± {b:.{digits}f}" for a, b in zip(m, s)])
+    out = mean.astype(object).copy()
+    for row in mean.index:
+        for column in mean.columns:
+            out.loc[row, column] = f"{mean.loc[row, column]:.{digits}f} ± {std.loc[row, column]:.{digits}f}"
+    return out
 
 
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -131,5 +135,29 @@ def plot_margin_histograms(margins: dict[str, torch.Tensor], eps_max: float, bin
         ax.set_title(f"{label}: mean {float(values.mean()):.3f}", fontsize=9)
         ax.set_xlabel("estimated margin")
     axes.flat[0].set_ylabel("training samples")
+    fig.tight_layout()
+    return fig
+
+
+def plot_noisy_examples(runs: Sequence[Run], x: torch.Tensor, y: torch.Tensor, eps_list: Sequence[float], *,
+                        class_names: Sequence[str] = ("non-COVID", "COVID"), clip: tuple[float, float] = (0.0, 1.0),
+                        steps: int = 100, seed: int = 0) -> Figure:
+    """Figure 10 style: one row per run, a clean image then its 100-PGD noisy versions, titled with predictions."""
+    from imalib.attacks import pgd
+
+    fig, axes = plt.subplots(len(runs), len(eps_list), figsize=(2.2 * len(eps_list), 2.4 * len(runs)), squeeze=False)
+    for row, run in zip(axes, runs):
+        model = run.model.eval()
+        for ax, eps in zip(row, eps_list):
+            if eps > 0:
+                image = pgd(model, x, y, eps, norm="linf", steps=steps, step_size=eps / 10, clip=clip,
+                            generator=torch.Generator().manual_seed(seed))
+            else:
+                image = x
+            with torch.no_grad():
+                label = int(model(image).argmax(dim=1)[0])
+            ax.imshow(image[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{run.config.label}, eps {eps:g}\n→ {class_names[label]}", fontsize=7)
+            ax.axis("off")
     fig.tight_layout()
     return fig

@@ -66,6 +66,9 @@ def _check_writable(path: Path) -> None:
     probe = path
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"cannot write results under {path}: {probe} is a file, not a directory; choose "
+                                 f"another output directory")
     if not os.access(probe, os.W_OK):
         raise PermissionError(f"cannot write results under {path}: {probe} is not writable; choose another "
                               f"output directory")
@@ -90,6 +93,8 @@ def train_run(config: RunConfig, *, results_root: str | Path = "results", data_r
     model = build_model(config.dataset).to(device)
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     path.mkdir(parents=True, exist_ok=True)
+    for leftover in path.glob(".*.tmp"):  # a temporary file from a write that a kill interrupted
+        leftover.unlink()
     write_json(path / "config.json", config.to_dict())
     trained = fit(model, method, splits.train, epochs=config.epochs, batch_size=config.batch_size,
                   optimizer=optimizer, seed=config.seed, clip=splits.clip, device=device,

@@ -80,11 +80,15 @@ def fit(
         if not isinstance(state, dict) or "model" not in state:
             raise CheckpointError(f"{checkpoint} is not a training checkpoint of imalib; delete it to start again")
         load_state(model, state["model"], checkpoint)
-        optimizer.load_state_dict(state["optimizer"])
-        if margins is not None:
-            margins.load_state_dict(state["margins"])
-        start = int(state["epoch"])
-        result.history = list(state["history"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            if margins is not None:
+                margins.load_state_dict(state["margins"])
+            start = int(state["epoch"])
+            result.history = list(state["history"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{checkpoint} is incomplete or from another run ({type(error).__name__}: "
+                                  f"{error}); delete it to start that run again") from None
     model.to(device)
     seen_batches = 0
     for epoch in range(start, epochs):

@@ -65,7 +65,7 @@ def pgd(
     # The loop works on compact tensors of the samples still being attacked; a sample leaves
     # (its x_adv written back) only when stop_on_success sees it misclassified.
     rows = torch.arange(x0.shape[0], device=x0.device)
-    current, start, labels, r, step = x_adv, x0, y, radius, eta
+    current, start, labels, r, step = x_adv.clone(), x0, y, radius, eta
     with frozen_eval(model):
         for _ in range(steps):
             if rows.numel() == 0:

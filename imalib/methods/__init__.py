@@ -22,7 +22,9 @@ def build_method(name: str, *, eps: float, norm: str, params: Mapping[str, Any] 
     """Instantiate a method from its name, noise level, norm and extra parameters."""
     if name not in METHODS:
         raise ValueError(f"method={name!r} is not supported: use one of {', '.join(METHODS)}")
-    kwargs: dict[str, Any] = dict(params or {})
+    from imalib.params import check_method_params
+
+    kwargs: dict[str, Any] = dict(check_method_params(name, params or {}))
     if name != "ce":
         if not eps > 0:
             raise ValueError(f"method {name!r} needs eps > 0, got eps={eps}")
