@@ -7,7 +7,7 @@ PROFILE ?= cpu
 export IMALIB_DATA_ROOT ?= $(if $(wildcard ../shared/data),../shared/data,data)
 export PYTHONHASHSEED := 0
 
-.PHONY: book test venv notebooks html clean-book
+.PHONY: book test venv notebooks html bench
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,19 @@ venv: $(STAMP)
 
 # Run every notebook at the default profile (cache-aware: finished runs are loaded), then build.
 notebooks: $(STAMP)
-	$(PY) -m imalib.notebooks --profile $(PROFILE)
+	$(PY) -m imalib.notebooks --profile $(PROFILE) $(NOTEBOOK_FLAGS)
 
 html: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 book: notebooks html
 
+# The tests (smoke runs of every notebook included), then the book from the committed records only
+# (no training), then the rendered pages checked in headless Chromium.
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	$(MAKE) notebooks html NOTEBOOK_FLAGS=--no-train
+	IMALIB_REQUIRE_BOOK=1 $(PY) -m pytest -q tests/test_book_render.py
+
+bench: $(STAMP)
+	cd benchmarks && ../$(PY) ima_epoch.py && ../$(PY) evaluator.py && ../$(PY) moons_protocol.py

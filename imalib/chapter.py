@@ -16,10 +16,10 @@ from imalib.paper_tables import TABLE_NUMBER, paper_table
 from imalib.profiles import SCALES, TABLE_ROWS, table_configs
 
 
-def data_status(dataset: str, data_root: str | Path | None) -> str | None:
+def data_status(dataset: str, data_root: str | Path | None, data_params: dict[str, Any] | None = None) -> str | None:
     """None when the dataset loads from the data root, else the loader's message (what is missing, how to get it)."""
     try:
-        load_splits(dataset, root=data_root, n_train=8, n_test=8)
+        load_splits(dataset, root=data_root, n_train=8, n_test=8, params=data_params)
     except DataError as error:
         return str(error)
     return None
@@ -34,7 +34,8 @@ def scale_caption(dataset: str, profile: str) -> str:
 
 
 def table_section(dataset: str, norm: str, profile: str, *, results_root: str | Path, data_root: str | Path | None,
-                  train_missing: bool, workers: int = 1, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+                  train_missing: bool, workers: int = 1, device: str = "cpu", seed: int = 0,
+                  data_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Reproduce the paper's table for (dataset, norm) and glue it under the prefix '<dataset>_<norm>_'.
 
     Glued names: ``caption``, ``status``, ``ours``, ``side``, ``curves``, ``hist``, ``standing``,
@@ -44,8 +45,8 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
     number = TABLE_NUMBER[(dataset, norm)]
     glue_text(key + "caption", scale_caption(dataset, profile))
     glue_text(key + "table", f"Table {number}")
-    configs = table_configs(dataset, norm, profile, seed=seed)
-    absent = data_status(dataset, data_root)
+    configs = table_configs(dataset, norm, profile, seed=seed, data_params=data_params)
+    absent = data_status(dataset, data_root, data_params)
     if absent is not None and train_missing:
         train_missing = False
     runs, missing = available(configs, results_root=results_root, data_root=data_root, device=device,

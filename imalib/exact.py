@@ -9,13 +9,17 @@ then answers every (sample, eps) question from that map:
 
 1. **Decision map (a quadtree).**  The bounding box of all squares
    ``[x_i - R, x_i + R]^2`` (R the largest eps, or ``max_radius``) is tiled with
-   top cells of side ``h * 2**L``; cells farther than R from every sample are
-   dropped.  Each cell has its centre evaluated by the model, then is either
-   *certified* (the model predicts one class everywhere in the closed cell) or
-   split into four, down to the finest side ``h = resolution``.  Finest cells
-   that are not certified are *undecided*.
+   top cells of side ``h * 2**L``.  Each cell has its centre and four corners
+   evaluated by the model, then is either *certified* (the model predicts one
+   class everywhere in the closed cell) or split into four, down to the finest
+   side ``h = resolution``.  Finest cells that are not certified are
+   *undecided*.  A cell is processed only while it can still change some
+   sample's answer: it must lie within that sample's *reach*, the largest eps
+   at which the sample is not yet broken (robust accuracy) or its current
+   nearest-witness offset (distances).  So the work concentrates where the
+   decision boundary meets the squares' edges, not along the whole boundary.
 
-2. **Witnesses (exact "not robust").**  Every evaluated centre ``p`` is a real
+2. **Witnesses (exact "not robust").**  Every evaluated point ``p`` is a real
    float32 input with a real prediction.  A sample is non-robust at eps when
    some ``p`` predicted != y has ``|p - x|_inf <= eps`` (measured on the
    float32 point, with :data:`OFFSET_ATOL` slack for the rounding of a point
@@ -29,24 +33,36 @@ then answers every (sample, eps) question from that map:
    generators and one interval error per neuron, in float64; LayerNorm by a
    first-order expansion with a rigorous second-order remainder): the lower
    bound of ``z_k - z_j`` over the whole cell must exceed :data:`CERTIFY_ATOL`
-   for every j != k, k the class at the centre.  The bounds tighten
-   quadratically away from ReLU kinks, so only cells near the decision boundary
-   are refined.  A sample is certified robust at eps when no cell within eps of
-   it is undecided or certified for another class.
+   for every j != k, k the class at the centre.  (Plain interval bound
+   propagation through LayerNorm was far too loose: it could not certify cells
+   wider than ~0.003 on an untrained model.)  The bound's slack shrinks with
+   the cell, to second order where no ReLU changes sign inside it, so only
+   cells near the decision boundary are refined; a cell whose corners disagree
+   with its centre holds two classes and skips the bound.  A sample is
+   certified robust at eps when no cell within eps of it is undecided or
+   certified for another class.
 
-Guarantee (certify="ibp", the default for supported models).  The finest cell
+4. **Deepening.**  The few (sample, eps) verdicts still unproved at spacing h
+   get up to :data:`DEEPEN_LEVELS` more generations on just the cells within
+   that eps of that sample.  What then stays undecided is a near-tie: the
+   boundary passes within about ``CERTIFY_ATOL / |grad(z_k - z_j)|`` of the
+   square's edge, closer than any certificate can resolve.
+
+Guarantee (certify="affine", the default for supported models).  The finest cell
 centres form a lattice of spacing h and every closed axis-aligned square of
 side h in the box contains one of them; a cell holding a misclassified point is
-never certified, so its descendants down to that lattice point are evaluated.
-Hence **a misclassified region inside an eps-square that contains a closed
-axis-aligned square of side h is always found** (non-robust, with a witness).
-The thinnest misclassified sliver that can escape contains no such square (its
-inscribed L-inf radius is below h / 2): it can only hide in undecided cells,
-and then the sample's verdict is flagged as not certified (``certified`` is
-False, ``robust`` is True) rather than wrongly certified.  The default
-``resolution`` :data:`DEFAULT_RESOLUTION` = 1e-3 is h.  "Certified" holds up to
-float64 rounding, which :data:`CERTIFY_ATOL` absorbs together with the float32
-rounding of the model's own forward pass.
+never certified and stays within the reach of any sample whose eps-square (or
+distance) it can affect, so its descendants down to that lattice point are
+evaluated.  Hence **a misclassified region inside an eps-square that contains a
+closed axis-aligned square of side h is always found** (non-robust, with a
+witness; up to the float32 rounding, ~1e-7, of the lattice point fed to the
+model).  The thinnest misclassified sliver that can escape contains no such
+square (its inscribed L-inf radius is below h / 2): it can only hide in
+undecided cells, and then the sample's verdict is flagged as not certified
+(``certified`` is False, ``robust`` is True) rather than wrongly certified.
+The default ``resolution`` :data:`DEFAULT_RESOLUTION` = 1e-3 is h.  "Certified"
+holds up to float64 rounding, which :data:`CERTIFY_ATOL` absorbs together with
+the float32 rounding of the model's own forward pass.
 
 Fallback (certify="gradient", chosen automatically for other models).  A cell
 is taken as constant when ``margin(centre) - GRADIENT_SAFETY * ||grad||_1 *
@@ -68,8 +84,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -79,13 +96,13 @@ from torch import Tensor, nn
 from imalib.context import frozen_eval
 from imalib.evaluate import RobustnessResult
 
-Certify = Literal["auto", "ibp", "gradient"]
+Certify = Literal["auto", "affine", "gradient"]
 
 DEFAULT_RESOLUTION: float = 1e-3
 """Default finest cell side h (input units).  A misclassified region inside an
 eps-square is always found when it contains a closed axis-aligned square of
 side h; the thinnest sliver that can be missed has inscribed L-inf radius below
-h / 2, and (with certify="ibp") it leaves the verdict flagged not certified."""
+h / 2, and (with certify="affine") it leaves the verdict flagged not certified."""
 
 TOP_CELL: float = 0.1
 """Target side of the top quadtree cells; the actual side is h * 2**L, the
@@ -110,8 +127,15 @@ rounding of cell edges leaves no gap between neighbours."""
 GRADIENT_SAFETY: float = 2.0
 """Safety factor of the first-order (non-proof) fallback."""
 
-CHUNK: int = 4096
-"""Cells per batch in the forward and bound passes."""
+CHUNK: int = 1024
+"""Cells per batch in the forward and bound passes (small batches stay in cache)."""
+
+SEARCH_THREADS: int | None = 1
+"""Intra-op torch threads during a search (None keeps the caller's setting).
+The search is many small tensor operations: on an idle machine a second thread
+gains little, and on a machine whose cores are shared with other processes
+each synchronised operation can wait milliseconds, which made the search
+10-50x slower with 2 threads than with 1 in our measurements."""
 
 _BOUND_LAYERS = (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.LayerNorm, nn.Identity, nn.Dropout, nn.Flatten)
 
@@ -128,7 +152,7 @@ class ExactResult(RobustnessResult):
     ``witness[i]``: the misclassified point nearest x_i in L-inf among those
     evaluated (NaN if none within the largest eps), at offset
     ``witness_offset[i]`` (inf if none).  ``spacing`` is h, ``method`` the
-    certificate ("ibp" or "gradient"), ``cells`` the number of cells evaluated.
+    certificate ("affine" or "gradient"), ``cells`` the number of cells evaluated.
     """
 
     certified: Tensor
@@ -150,7 +174,7 @@ class DistanceBounds:
 
     ``witness`` is the point at offset ``upper`` (NaN when none was found
     within ``max_radius``; then ``upper == max_radius``).  ``lower`` is proved
-    only for method "ibp".
+    only for method "affine".
     """
 
     lower: Tensor
@@ -176,7 +200,7 @@ def bound_layers(model: nn.Module) -> list[nn.Module] | None:
         if inner is None:
             return None
         layers.extend(inner)
-    if not layers or not isinstance(layers[-1], nn.Linear) or layers[0].__class__ is not nn.Linear:
+    if not layers or not isinstance(layers[-1], nn.Linear):
         return None
     for layer in layers:
         if not isinstance(layer, _BOUND_LAYERS):
@@ -236,15 +260,15 @@ def affine_margin_lower(layers: list[nn.Module], centre: Tensor, half: float, k:
     is replaced by its chord with half the chord's gap as error; LayerNorm is
     expanded to first order with a rigorous bound on the rest.
     """
-    first = layers[0]
-    assert isinstance(first, nn.Linear)
-    w = first.weight.double()
-    c = centre.double() @ w.T
-    if first.bias is not None:
-        c = c + first.bias.double()
-    g = (half * w.T)[None].expand(c.shape[0], -1, -1)  # (n, 2, d)
-    e = torch.full((c.shape[0], 2), BOX_PAD, dtype=torch.float64) @ w.abs().T
-    for layer in layers[1:-1]:
+    n = centre.shape[0]
+    device = layers[-1].weight.device
+    c = centre.to(device=device, dtype=torch.float64)
+    g = torch.zeros((n, 2, 2), dtype=torch.float64, device=device)
+    g[:, 0, 0] = half
+    g[:, 1, 1] = half
+    e = torch.full((n, 2), BOX_PAD, dtype=torch.float64, device=device)
+    k = k.to(device)
+    for layer in layers[:-1]:
         if isinstance(layer, nn.Linear):
             w = layer.weight.double()
             c = c @ w.T
@@ -270,8 +294,8 @@ def affine_margin_lower(layers: list[nn.Module], centre: Tensor, half: float, k:
     last = layers[-1]
     assert isinstance(last, nn.Linear)
     w = last.weight.double()
-    b = last.bias.double() if last.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    out = torch.full((c.shape[0],), float("inf"), dtype=torch.float64)
+    b = last.bias.double() if last.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64, device=device)
+    out = torch.full((n,), float("inf"), dtype=torch.float64, device=device)
     classes = w.shape[0]
     for label in range(classes):
         rows = (k == label).nonzero().squeeze(1)
@@ -295,16 +319,29 @@ def _margins(logits: Tensor, k: Tensor) -> Tensor:
 # The search
 
 
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op threads (None: unchanged), restoring the setting after."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def _resolve_method(model: nn.Module, certify: Certify) -> tuple[str, list[nn.Module] | None]:
-    if certify not in ("auto", "ibp", "gradient"):
-        raise ValueError(f"certify={certify!r} is not supported: use auto, ibp or gradient")
+    if certify not in ("auto", "affine", "gradient"):
+        raise ValueError(f"certify={certify!r} is not supported: use auto, affine or gradient")
     layers = bound_layers(model)
-    if certify == "ibp" and layers is None:
-        raise ValueError("certify='ibp' needs an nn.Sequential of Linear/ReLU/LeakyReLU/LayerNorm layers "
-                         "starting and ending with Linear; use certify='gradient' or 'auto'")
+    if certify == "affine" and layers is None:
+        raise ValueError("certify='affine' needs an nn.Sequential of Linear/ReLU/LeakyReLU/LayerNorm layers "
+                         "ending with Linear; use certify='gradient' or 'auto'")
     if certify == "gradient" or layers is None:
         return "gradient", None
-    return "ibp", layers
+    return "affine", layers
 
 
 _CORNERS = torch.tensor([[0.0, 0.0], [-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
@@ -401,7 +438,7 @@ class _Search:
             exact = centre[s:s + CHUNK]
             n = exact.shape[0]
             points = (exact[:, None, :] + _CORNERS[None] * half).reshape(-1, 2).float()
-            fed = points.to(self.device)
+            fed = points.to(self.device, copy=True)
             gradient = self.method == "gradient"
             with torch.enable_grad() if gradient else torch.no_grad():
                 if gradient:
@@ -515,6 +552,7 @@ def exact_linf_robust(
     resolution: float = DEFAULT_RESOLUTION,
     certify: Certify = "auto",
     deepen: int = DEEPEN_LEVELS,
+    threads: int | None = SEARCH_THREADS,
 ) -> ExactResult:
     """Whether the model predicts y everywhere in each square ``[x - eps, x + eps]^2``, for every eps.
 
@@ -526,11 +564,13 @@ def exact_linf_robust(
         eps_list: noise levels eps (e.g. 0, 0.05, ..., 0.3).
         resolution: the finest cell side h; see the module docstring for what
             it guarantees (regions containing an h-square are always found).
-        certify: "ibp" (a proof; needs a Linear/ReLU/LeakyReLU/LayerNorm
+        certify: "affine" (a proof; needs a Linear/ReLU/LeakyReLU/LayerNorm
             Sequential), "gradient" (first-order estimate) or "auto".
         deepen: extra quadtree generations (down to h / 2**deepen) spent only
             on the undecided cells that leave some (sample, eps) verdict
             unproved; 0 turns this off.
+        threads: torch intra-op threads while searching (restored afterwards);
+            None keeps the caller's setting.  See :data:`SEARCH_THREADS`.
 
     Returns:
         :class:`ExactResult` with ``robust`` of shape (len(eps_list), N) in the
@@ -553,19 +593,20 @@ def exact_linf_robust(
         return torch.where(open_, levels_t[None, :], torch.full_like(open_, -math.inf, dtype=torch.float64)
                            ).amax(dim=1)
 
-    search = _Search(model, x, y, radius, resolution, certify, reach)
-    search.run()
     eps_t = torch.tensor(eps_values, dtype=torch.float64)[:, None]
+    with _torch_threads(threads):
+        search = _Search(model, x, y, radius, resolution, certify, reach)
+        search.run()
 
-    def verdicts() -> tuple[Tensor, Tensor]:
-        broken = search.upper[None, :] <= eps_t + OFFSET_ATOL
-        return broken, ~broken & (eps_t < search.lower()[None, :] - OFFSET_ATOL)
+        def verdicts() -> tuple[Tensor, Tensor]:
+            broken = search.upper[None, :] <= eps_t + OFFSET_ATOL
+            return broken, ~broken & (eps_t < search.lower()[None, :] - OFFSET_ATOL)
 
-    broken, proved_robust = verdicts()
-    open_k, open_i = (~broken & ~proved_robust).nonzero(as_tuple=True)
-    if deepen > 0 and open_i.numel():
-        search.deepen(search.xs[open_i], eps_t[open_k, 0], deepen)
         broken, proved_robust = verdicts()
+        open_k, open_i = (~broken & ~proved_robust).nonzero(as_tuple=True)
+        if deepen > 0 and open_i.numel():
+            search.deepen(search.xs[open_i], eps_t[open_k, 0], deepen)
+            broken, proved_robust = verdicts()
     keep = search.upper <= radius + OFFSET_ATOL
     witness = torch.where(keep[:, None], search.witness, torch.full_like(search.witness, float("nan")))
     offset = torch.where(keep, search.upper, torch.full_like(search.upper, float("inf")))
@@ -585,6 +626,7 @@ def linf_distance_bounds(
     resolution: float = DEFAULT_RESOLUTION,
     certify: Certify = "auto",
     deepen: int = DEEPEN_LEVELS,
+    threads: int | None = SEARCH_THREADS,
 ) -> DistanceBounds:
     """Bounds ``lower <= min(d(x), max_radius) <= upper`` on each sample's L-inf distance to a wrong prediction.
 
@@ -592,10 +634,11 @@ def linf_distance_bounds(
     model does not classify as y (the paper's margin of x, measured in L-inf;
     0 when x itself is misclassified).  ``upper`` is the offset of a real
     witness, or ``max_radius`` when none lies within it; ``lower`` is the
-    distance to the nearest cell not certified for y (a proof in "ibp" mode).
+    distance to the nearest cell not certified for y (a proof in "affine" mode).
     Samples whose bounds are still more than h apart get up to ``deepen`` more
     quadtree generations on the cells closer than ``upper - h`` (0 turns this
-    off), which usually brings ``upper - lower`` to at most h.
+    off), which usually brings ``upper - lower`` to at most h.  ``threads`` as
+    in :func:`exact_linf_robust`.
     """
     if not max_radius > 0:
         raise ValueError(f"max_radius={max_radius} must be positive")
@@ -606,17 +649,18 @@ def linf_distance_bounds(
         # Cells closer than the nearest witness can still lower it.
         return torch.where(upper > 0, upper.clamp(max=radius), torch.full_like(upper, -math.inf))
 
-    search = _Search(model, x, y, radius, resolution, certify, reach)
-    search.run()
-    upper = search.upper.clamp(max=radius)
-    loose = (upper - torch.minimum(search.lower(), upper)) > search.spacing + OFFSET_ATOL
-    if deepen > 0 and bool(loose.any()):
-        # Only cells closer than upper - h can leave a gap wider than h.
-        search.deepen(search.xs[loose], upper[loose] - search.spacing, deepen)
+    with _torch_threads(threads):
+        search = _Search(model, x, y, radius, resolution, certify, reach)
+        search.run()
         upper = search.upper.clamp(max=radius)
+        loose = (upper - torch.minimum(search.lower(), upper)) > search.spacing + OFFSET_ATOL
+        if deepen > 0 and bool(loose.any()):
+            # Only cells closer than upper - h can leave a gap wider than h.
+            search.deepen(search.xs[loose], upper[loose] - search.spacing, deepen)
+            upper = search.upper.clamp(max=radius)
+        lower = torch.minimum(search.lower(), upper)
     witness = search.witness.clone()
     witness[search.upper > radius] = float("nan")
-    lower = torch.minimum(search.lower(), upper)
     return DistanceBounds(lower=lower, upper=upper, witness=witness, spacing=search.spacing, method=search.method,
                           cells=search.cells, seconds=time.perf_counter() - began)
 
@@ -630,6 +674,7 @@ def exact_linf_distance(
     resolution: float = DEFAULT_RESOLUTION,
     certify: Certify = "auto",
     deepen: int = DEEPEN_LEVELS,
+    threads: int | None = SEARCH_THREADS,
 ) -> Tensor:
     """Each sample's L-inf distance to the decision boundary, capped at ``max_radius`` (float64, shape (N,)).
 
@@ -642,4 +687,4 @@ def exact_linf_distance(
     that is locally straight at its closest point).
     """
     return linf_distance_bounds(model, x, y, max_radius=max_radius, resolution=resolution, certify=certify,
-                                deepen=deepen).upper
+                                deepen=deepen, threads=threads).upper

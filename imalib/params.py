@@ -44,6 +44,7 @@ NOTEBOOK_SPEC: dict[str, Any] = {
     "results_root": str,
     "data_root": (str, None),
     "workers": int,
+    "data_params": (dict, None),
 }
 
 # Method fields that come from the run configuration, not from method parameters.

@@ -23,7 +23,7 @@ per second on this project's 2-core machine).
 """),
 ("params", PARAMS),
 ("hide", SETUP + '''
-absent = data_status("covid", data_root)
+absent = data_status("covid", data_root, data_params)
 glue_text("covid_data", "present" if absent is None else f"absent: {absent}")
 '''),
 ("md", """
@@ -40,7 +40,7 @@ runs = section_linf["runs"]
 ce = [r for r in runs if r.config.label == "ce"]
 if ce and absent is None:
     splits = load_splits("covid", root=data_root, n_train=ce[0].config.n_train, n_test=ce[0].config.n_test,
-                         seed=ce[0].config.seed)
+                         seed=ce[0].config.seed, params=dict(ce[0].config.data_params))
     rate = white_noise_error_rate(ce[0].model, splits.test.inputs(), splits.test.y, level=0.05, repeats=10)
     glue_text("covid_white", f"{rate:.4f} (ours, 10 noise draws per test image) against the paper's 0.0275")
     shown = [r for r in runs if r.config.label in ("ima", "mma", "adv0.1", "ce")]

@@ -8,11 +8,13 @@ train_missing = True       # False: report the finished runs only (the book buil
 results_root = "../results"
 data_root = None           # None: $IMALIB_DATA_ROOT, else data/
 workers = 1
+data_params = None         # loader options, e.g. {"image_size": 224}; part of each run's configuration
 '''
 SETUP = '''
 from imalib.params import check_notebook_params
 check_notebook_params(dict(profile=profile, seed=seed, device=device, train_missing=train_missing,
-                           results_root=results_root, data_root=data_root, workers=workers))
+                           results_root=results_root, data_root=data_root, workers=workers,
+                           data_params=data_params))
 from imalib.chapter import data_status, table_section
 from imalib.book import glue_text
 '''
@@ -22,7 +24,8 @@ def section(dataset, norm, title):
     return [
         ("hide", f'''
 section_{norm} = table_section("{dataset}", "{norm}", profile, results_root=results_root, data_root=data_root,
-                               train_missing=train_missing, workers=workers, device=device, seed=seed)
+                               train_missing=train_missing, workers=workers, device=device, seed=seed,
+                               data_params=data_params)
 '''),
         ("md", f"""
 ## {title}
@@ -102,7 +105,7 @@ same format.
 """),
 ("params", PARAMS),
 ("hide", SETUP + '''
-absent = data_status("svhn", data_root)
+absent = data_status("svhn", data_root, data_params)
 glue_text("svhn_data", "present" if absent is None else f"absent: {absent}")
 '''),
 ("md", """

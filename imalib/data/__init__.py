@@ -25,6 +25,9 @@ def load_splits(dataset: str, *, root: str | Path | None = None, n_train: int | 
     if dataset == "covid":
         from imalib.data.covid import load_covid
 
+        if "expected_counts" in params:  # JSON turns the tuples of a stored configuration into lists
+            params["expected_counts"] = tuple(tuple(c) if isinstance(c, list) else c
+                                              for c in params["expected_counts"])
         return load_covid(root, n_train=n_train, n_test=n_test, seed=seed, **params)
     raise DataError(f"dataset={dataset!r} is not supported: use one of moons, fashion_mnist, svhn, covid")
 

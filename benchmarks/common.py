@@ -1,0 +1,35 @@
+"""Timing helpers shared by the benchmarks: medians of repeats, records written to benchmarks/results/."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_seconds(work: Callable[[], Any], repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def record(name: str, summary: str, target: str, data: dict[str, Any]) -> None:
+    """Print the summary and write the record (with the command that produced it) to results/<name>.json."""
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"name": name, "summary": summary, "target": target, "data": data,
+               "command": "python " + " ".join(Path(sys.argv[0]).parts[-2:] + tuple(sys.argv[1:])),
+               "machine": {"processor": platform.machine(), "threads": torch.get_num_threads(),
+                           "torch": torch.__version__}}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    print(summary)

@@ -1,0 +1,63 @@
+"""The built book, rendered in headless Chromium: math typeset offline, Moons table and figure present.
+
+Needs `_build/html` (built by `make test` before this file runs). Run on its own, without a build, it skips;
+`make test` sets IMALIB_REQUIRE_BOOK=1, and then a missing build is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HTML = Path(__file__).resolve().parent.parent / "_build" / "html"
+PAGES = ["book/intro.html", "book/generated/method.html", "book/generated/equilibrium.html",
+         "book/generated/moons.html", "book/generated/fashion_mnist.html", "book/generated/svhn.html",
+         "book/generated/covid.html", "book/generated/reproducing.html"]
+
+if not (HTML / "index.html").exists():
+    if os.environ.get("IMALIB_REQUIRE_BOOK"):
+        raise RuntimeError(f"{HTML} has no built book: run `make test` (it builds the book before this check)")
+    pytest.skip("the book is not built; `make test` builds it first", allow_module_level=True)
+
+
+def render(page: str, tmp_path: Path) -> str:
+    """The page's DOM after its scripts ran (MathJax included), from headless Chromium, offline."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "Debian's chromium is needed for this check (apt-get install chromium)"
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom",
+               (HTML / page).as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_exists_and_loads_nothing_from_the_web(page):
+    html = (HTML / page).read_text()
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', html)
+    assert scripts, "a page without scripts is not a Sphinx page"
+    assert not [s for s in scripts if s.startswith(("http:", "https:", "//"))], scripts
+
+
+def test_math_is_typeset_offline(tmp_path):
+    dom = render("book/generated/equilibrium.html", tmp_path)
+    assert dom.count("<mjx-container") >= 5, "MathJax did not typeset the equations (offline MathJax missing?)"
+
+
+def test_moons_table_and_figures_are_there(tmp_path):
+    dom = render("book/generated/moons.html", tmp_path)
+    assert "mjx-container" in dom
+    for label in ("ima", "mma", "trades", "adv0.3", "ce"):
+        assert f">{label}<" in dom, f"row {label} missing from the Moons tables"
+    images = re.findall(r'<img[^>]+src="([^"]+\.png)"', dom)
+    assert len(images) >= 4, images
+    for source in images:
+        assert (HTML / "book" / "generated" / source).resolve().exists() or (HTML / source.lstrip("/")).exists()
+    assert "Not reproduced" not in dom

@@ -1,0 +1,112 @@
+"""Every notebook runs end to end at the smoke profile (papermill), on real or generated data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from imalib.data.base import data_root
+from imalib.notebooks import NOTEBOOKS, execute
+from test_data_svhn_covid import make_covid_tree, write_svhn_mat
+
+SMALL_COVID = {"expected_counts": [12, [10]], "n_test_per_class": 2, "n_val_per_class": 1, "image_size": 64}
+os.environ["OMP_NUM_THREADS"] = "1"  # the notebook kernels inherit it: one thread per process, as in conftest
+
+
+def glued(path: Path) -> dict[str, str]:
+    """name -> text of every glued value in an executed notebook."""
+    values = {}
+    for cell in nbformat.read(path, 4).cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                data = output["data"]
+                values[name] = data.get("application/papermill.record/text/markdown",
+                                         data.get("application/papermill.record/text/plain", ""))
+    return values
+
+
+def run(name: str, tmp_path: Path, **parameters) -> dict[str, str]:
+    base = {"profile": "smoke", "results_root": str(tmp_path / "results"), "workers": 1, "train_missing": True}
+    base.update(parameters)
+    target = execute(name, base, target=tmp_path / f"{name}.ipynb")
+    return glued(target)
+
+
+def test_every_notebook_is_tested():
+    assert set(NOTEBOOKS) == {"method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing"}
+
+
+def test_method_and_equilibrium(tmp_path):
+    values = run("method", tmp_path)
+    assert "bpgd_figure" in values and float(values["bpgd_found_share"]) > 0
+    values = run("equilibrium", tmp_path)
+    assert abs(float(values["eq_best_same"])) < 0.02
+    assert float(values["eq_min_gap"]) >= 0
+
+
+def test_moons_smoke(tmp_path):
+    values = run("moons", tmp_path, seeds=[0], noise_levels=[0.1])
+    assert "m_table_side" in values and "m_exact_table" in values and "m_calib" in values
+    for label in ("ima", "mma", "trades", "adv0.3", "ce"):
+        assert label in values["m_table_ours"]
+    result_files = list((tmp_path / "results" / "moons").glob("*/result.json"))
+    assert len(result_files) == 6  # five methods + IMA in fused mode
+    record = json.loads(result_files[0].read_text())
+    assert record["profile"] == "smoke" and len(record["accuracy"]) == 7
+    # with train_missing=False the same notebook only reports, and says nothing is missing
+    values = run("moons", tmp_path, seeds=[0], noise_levels=[0.1], train_missing=False)
+    assert values["m_missing"] == "none"
+
+
+@pytest.mark.skipif(not (data_root() / "FashionMNIST" / "raw").is_dir(), reason="Fashion-MNIST files not in the data root")
+def test_fashion_mnist_smoke(tmp_path):
+    values = run("fashion_mnist", tmp_path, data_root=str(data_root()))
+    assert "7 of 7 rows" in values["fashion_mnist_linf_status"]
+    assert "8 of 8 rows" in values["fashion_mnist_l2_status"]
+
+
+def test_fashion_mnist_without_data_says_so(tmp_path):
+    values = run("fashion_mnist", tmp_path, data_root=str(tmp_path / "empty"))
+    assert "Not reproduced here yet" in values["fashion_mnist_linf_status"]
+    assert "FashionMNIST" in values["fashion_mnist_linf_status"]
+
+
+def test_svhn_on_generated_files(tmp_path):
+    labels = [1 + i % 10 for i in range(80)]
+    write_svhn_mat(tmp_path / "data" / "SVHN" / "train_32x32.mat", labels, 0)
+    write_svhn_mat(tmp_path / "data" / "SVHN" / "test_32x32.mat", labels[:40], 1)
+    values = run("svhn", tmp_path, data_root=str(tmp_path / "data"), data_params={"check_md5": False, "n_val": 10})
+    assert values["svhn_data"] == "present"
+    assert "7 of 7 rows" in values["svhn_linf_status"] and "8 of 8 rows" in values["svhn_l2_status"]
+
+
+def test_svhn_without_data_says_so(tmp_path):
+    values = run("svhn", tmp_path, data_root=str(tmp_path / "empty"))
+    assert values["svhn_data"].startswith("absent") and "train_32x32.mat" in values["svhn_data"]
+    assert "Not reproduced here yet" in values["svhn_linf_status"]
+
+
+def test_covid_on_generated_files(tmp_path):
+    make_covid_tree(tmp_path / "data")
+    values = run("covid", tmp_path, data_root=str(tmp_path / "data"), data_params=SMALL_COVID)
+    assert values["covid_data"] == "present"
+    assert "10 of 10 rows" in values["covid_linf_status"]
+    assert "ours" in values["covid_white"]
+
+
+def test_reproducing(tmp_path):
+    run("moons", tmp_path, seeds=[0], noise_levels=[0.1], methods=["ce"])
+    values = run("reproducing", tmp_path)
+    assert "moons" in values["r_costs"]
+
+
+def test_wrong_parameter_type_is_refused(tmp_path):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError, match="seeds"):
+        run("moons", tmp_path, seeds="0")
