@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
+import importlib
+
 import torch
-import torch.autograd.gradcheck as gradcheck
 
 
 def zero_gradients(x: Any) -> None:
@@ -31,6 +32,8 @@ def zero_gradients(x: Any) -> None:
 
 def import_advertorch_attacks() -> ModuleType:
     """Restore ``zero_gradients`` if missing, then return ``advertorch.attacks``."""
+    # ``torch.autograd.gradcheck`` the attribute is the function; the module must be looked up by name.
+    gradcheck = importlib.import_module("torch.autograd.gradcheck")
     if not hasattr(gradcheck, "zero_gradients"):
         gradcheck.zero_gradients = zero_gradients  # type: ignore[attr-defined]
     import advertorch.attacks as attacks

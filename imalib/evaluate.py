@@ -83,7 +83,7 @@ def evaluate_robustness(
     step_fraction: float = 0.1,
     losses: Sequence[str] = ("ce", "margin"),
     restarts: int = 1,
-    clip: Clip = (0.0, 1.0),
+    clip: Clip,
     batch_size: int = 1000,
     seed: int = 0,
     fast: bool = True,
