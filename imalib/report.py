@@ -129,6 +129,11 @@ def plot_accuracy_curves(mean: pd.DataFrame, paper: pd.DataFrame | None = None, 
 
 def plot_margin_histograms(margins: dict[str, torch.Tensor], eps_max: float, bins: int = 30) -> Figure:
     """Histograms of per-sample margin estimates (Figure 9 style), one panel per method."""
+    if not margins:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no run with per-sample margins (IMA, MMA) among these", ha="center")
+        return fig
     fig, axes = plt.subplots(1, len(margins), figsize=(4 * len(margins), 3), squeeze=False)
     for ax, (label, values) in zip(axes.flat, margins.items()):
         ax.hist(values.numpy(), bins=bins, range=(0, max(eps_max, float(values.max()))), color="#4c72b0")

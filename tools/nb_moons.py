@@ -307,11 +307,17 @@ for run in runs:
                               "share found": found.mean(),
                               "median found / exact": float(np.median(dist[sel] / true[sel])) if sel.any() else float("nan"),
                               "mean |found − exact|": float(np.abs(dist[sel] - true[sel]).mean()) if sel.any() else float("nan")})
-calib = pd.DataFrame(calib_rows).groupby("method").mean(numeric_only=True).drop(columns="seed").round(3)
-glue_table("m_calib", calib, index_name="method")
-bp = pd.DataFrame(bpgd_rows).groupby("BPGD").mean(numeric_only=True).drop(columns="seed").round(4)
-glue_table("m_bpgd_start", bp, index_name="BPGD start")
-fig, axes = plt.subplots(1, len(scatter), figsize=(4.5 * len(scatter), 4), squeeze=False)
+if calib_rows:
+    calib = pd.DataFrame(calib_rows).groupby("method").mean(numeric_only=True).drop(columns="seed").round(3)
+    glue_table("m_calib", calib, index_name="method")
+else:
+    glue_text("m_calib", "(no IMA or MMA run among the selected methods)")
+if bpgd_rows:
+    bp = pd.DataFrame(bpgd_rows).groupby("BPGD").mean(numeric_only=True).drop(columns="seed").round(4)
+    glue_table("m_bpgd_start", bp, index_name="BPGD start")
+else:
+    glue_text("m_bpgd_start", "(no IMA run among the selected methods)")
+fig, axes = plt.subplots(1, max(1, len(scatter)), figsize=(4.5 * max(1, len(scatter)), 4), squeeze=False)
 for ax, (label, (true, stored)) in zip(axes.flat, scatter.items()):
     ax.scatter(true, stored, s=3, alpha=0.4)
     top = max(true.max(), stored.max())
@@ -319,7 +325,8 @@ for ax, (label, (true, stored)) in zip(axes.flat, scatter.items()):
     ax.set_xlabel("exact L-inf distance to the boundary")
     ax.set_ylabel("stored margin estimate")
     ax.set_title(label)
-fig.tight_layout()
+if not scatter:
+    axes.flat[0].axis("off")
 glue_figure("m_calib_fig", fig)
 """),
 ("md", """
