@@ -34,12 +34,14 @@ section_{norm} = table_section("{dataset}", "{norm}", profile, results_root=resu
 
 Our accuracies:
 
-{{glue:md}}`{key}ours`
-
+```{{glue:md}} {key}ours
+:format: myst
+```
 Beside the paper's {{glue:md}}`{key}table`, each cell as *ours / paper (ours − paper)*:
 
-{{glue:md}}`{key}side`
-
+```{{glue:md}} {key}side
+:format: myst
+```
 How IMA stands against the other rows we measured: {{glue:md}}`{key}standing`. Accuracy rising with the
 noise level (a gradient-masking signal) occurred {{glue:md}}`{key}rises` times.
 
@@ -57,7 +59,9 @@ Final per-sample margin estimates of IMA and MMA on the training set.
 
 For reference, the paper's table:
 
-{{glue:md}}`{key}paper`
+```{{glue:md}} {key}paper
+:format: myst
+```
 """),
     ]
 

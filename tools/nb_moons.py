@@ -68,11 +68,14 @@ points under the paper's attack: 100-step PGD with step $\\varepsilon/10$ and a 
 cross-entropy and once with the margin loss; a point counts only if it is correct on clean data and
 survives both. Mean ± standard deviation over seeds:
 
-{glue:md}`m_table_ours`
-
+```{glue:md} m_table_ours
+:format: myst
+```
 Beside the paper's Table 1, each cell as *ours / paper (ours − paper)*:
 
-{glue:md}`m_table_side`
+```{glue:md} m_table_side
+:format: myst
+```
 """),
 ("hide", """
 diff = report.difference(mean, paper)
@@ -114,8 +117,8 @@ difference in the whole table: {glue:md}`m_worst_cell`.
 - {glue:md}`m_cmp_adv`;
 - {glue:md}`m_cmp_trades`.
 
-**Monotonicity.** Accuracy never rose with $\\varepsilon$ in {glue:md}`m_rises` cases counted as rises (a
-gradient-masking signal), and the monotone envelope (a point broken at a smaller $\\varepsilon$ counts as
+**Monotonicity.** Accuracy rose with $\\varepsilon$ (a gradient-masking signal) in {glue:md}`m_rises` of the
+measured curves' steps, and the monotone envelope (a point broken at a smaller $\\varepsilon$ counts as
 broken at every larger one) differs from the plain accuracy by at most {glue:md}`m_envelope_gap`.
 
 ```{glue:figure} m_curves
@@ -179,10 +182,12 @@ glue_table("m_modes_time", pd.DataFrame(time_rows).set_index("margin update").ro
 each epoch) or fused (reusing the BPGD results that Algorithm 1 computed during the epoch). Same seeds,
 same everything else:
 
-{glue:md}`m_modes`
-
-{glue:md}`m_modes_time`
-
+```{glue:md} m_modes
+:format: myst
+```
+```{glue:md} m_modes_time
+:format: myst
+```
 Training seconds were measured on this project's machine while other work shared it, so only their ratio
 within a row set means much; the benchmarks on the Reproducing page measure speed properly.
 """),
@@ -223,12 +228,14 @@ over all runs, samples and noise levels: {glue:md}`m_undecided`.
 Per method (mean over seeds): the paper's protocol (PGD), the same attack with {glue:md}`m_restarts` random
 restarts per loss (PGD×20: 20 attacks in all, worst case per point), and the exact accuracy:
 
-{glue:md}`m_exact_table`
-
+```{glue:md} m_exact_table
+:format: myst
+```
 The gap PGD − exact (how much the paper's protocol overstates robustness):
 
-{glue:md}`m_gap_table`
-
+```{glue:md} m_gap_table
+:format: myst
+```
 The gap ranges from {glue:md}`m_gap_min` to {glue:md}`m_gap_max`; with restarts the largest remaining gap is
 {glue:md}`m_gap_restart_max`.
 """),
@@ -336,8 +343,9 @@ The paper's Figure 9 claims that MMA overestimates margins while IMA does not; o
 argue this indirectly. On Moons each training point's true L-inf distance to the final model's boundary is
 computable. For the first 2000 training points (mean over seeds):
 
-{glue:md}`m_calib`
-
+```{glue:md} m_calib
+:format: myst
+```
 ```{glue:figure} m_calib_fig
 :name: fig-moons-calibration
 
@@ -353,7 +361,9 @@ stored margin, once with the random start (as the authors' code does) and once s
 (a straight PGD walk): the share of points for which a boundary point was found, and how the distance of that
 point compares with the exact distance.
 
-{glue:md}`m_bpgd_start`
+```{glue:md} m_bpgd_start
+:format: myst
+```
 """),
 ("hide", """
 sweep_configs = [c for lvl in noise_levels for s in seeds
@@ -389,7 +399,9 @@ dataset with overlapping classes would not allow; 0.1 is the largest of our leve
 How the clean accuracy and the accuracy at $\\varepsilon=0.3$ move with the noise level (PGD protocol; runs
 still missing: {glue:md}`m_sweep_missing`):
 
-{glue:md}`m_sweep`
+```{glue:md} m_sweep
+:format: myst
+```
 """),
 ("hide", """
 cfg = runs[0].config.to_dict()
@@ -406,8 +418,9 @@ glue_text("m_eval_total", sum(r.result["eval_seconds"] for r in runs) / 60, ".1f
 Every run of this chapter shares these settings (methods differ only in the method and its $\\varepsilon$:
 IMA, MMA and TRADES at $\\varepsilon_{max}=0.3$, adv at 0.3, ce without noise):
 
-{glue:md}`m_params`
-
+```{glue:md} m_params
+:format: myst
+```
 Hardware: {glue:md}`m_env`. Training time summed over the runs of the main table:
 {glue:md}`m_train_total` minutes; evaluation: {glue:md}`m_eval_total` minutes. The run directories under
 `results/moons/` hold each run's configuration, result record, final weights and margins; `imalib.load_run`

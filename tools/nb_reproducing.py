@@ -82,13 +82,16 @@ else:
 Mean wall time per run (minutes) on the machine recorded in each result; runs that shared the machine with
 other work are slower than they need to be:
 
-{glue:md}`r_costs`
-
+```{glue:md} r_costs
+:format: myst
+```
 ## Speed benchmarks
 
 Each benchmark in `benchmarks/` measures ratios side by side in one process (same model, data, batch size and
 machine; medians of repeats) and writes its record to `benchmarks/results/`:
 
-{glue:md}`r_bench`
+```{glue:md} r_bench
+:format: myst
+```
 """),
 ], "notebooks/reproducing.ipynb")
