@@ -137,6 +137,8 @@ def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, devic
         "eps": list(robustness.eps), "accuracy": robustness.accuracy, "envelope": robustness.envelope,
         "rises": robustness.rises, "history": log["history"], "margins": log.get("margins"),
         "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds, "environment": environment(),
+        "eval_protocol": ("first-misclassified: each PGD run stops a sample at its first misclassified iterate "
+                          "(never weaker than judging the final iterate, as the paper's advertorch loop did)"),
         "seconds_note": "measured on the machine in 'environment'; train_seconds excludes evaluation",
     }
     save_torch(path / "robust.pt", robustness.robust)

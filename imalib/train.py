@@ -75,6 +75,7 @@ def fit(
     margins = method.make_margins(len(train), epochs)
     result = TrainResult(margins=margins)
     start = 0
+    model.to(device)  # before any optimizer state is loaded: torch moves that state to the parameters' device
     if checkpoint is not None and checkpoint.exists():
         state = load_torch(checkpoint)
         if not isinstance(state, dict) or "model" not in state:
@@ -89,12 +90,12 @@ def fit(
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{checkpoint} is incomplete or from another run ({type(error).__name__}: "
                                   f"{error}); delete it to start that run again") from None
-    model.to(device)
     seen_batches = 0
     for epoch in range(start, epochs):
         model.train()
         order = epoch_generator(seed, epoch, 0)
-        ctx = BatchContext(clip=clip, generator=epoch_generator(seed, epoch, 1, device), epochs=epochs, margins=margins)
+        ctx = BatchContext(clip=clip, generator=epoch_generator(seed, epoch, 1, device), epochs=epochs, margins=margins,
+                           batch_size=batch_size)
         totals: dict[str, float] = {}
         correct = 0
         began = time.perf_counter()

@@ -99,6 +99,7 @@ def bpgd(
     # Compact state of the samples that have not crossed the boundary yet.
     rows = torch.arange(x0.shape[0], device=x0.device)
     current, origin, labels, r, step = start, x0, y, radius, eta
+    previous = current  # the iterate before the current one (read only from the second iteration on)
     with frozen_eval(model):
         for k in range(steps + 1):
             take_step = k < steps

@@ -21,6 +21,7 @@ class BatchContext:
     generator: torch.Generator
     epochs: int
     margins: MarginStore | None = None
+    batch_size: int = 128
     pending: list[tuple[Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
 
 

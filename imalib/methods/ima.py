@@ -100,7 +100,8 @@ class IMA:
                 ctx.margins.algorithm2_update(idx, correct, found, distance)
             ctx.pending.clear()
             return
-        for x, y, idx in batches.ordered_batches(512):
+        # Four training batches at a time: 512 for Moons and the image CNNs (batch 128), 128 for the CT ResNet.
+        for x, y, idx in batches.ordered_batches(4 * ctx.batch_size):
             with torch.no_grad():
                 was = model.training
                 model.eval()
