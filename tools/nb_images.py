@@ -32,7 +32,8 @@ section_{norm} = table_section("{dataset}", "{norm}", profile, results_root=resu
 
 {{glue:md}}`{key}status` Scale: {{glue:md}}`{key}caption`. Rows not measured yet: {{glue:md}}`{key}missing`.
 
-Our accuracies:
+Our accuracies (100-step PGD with the cross-entropy and the margin loss, worst case per image; each PGD run
+stops an image at its first misclassified iterate):
 
 ```{{glue:md}} {key}ours
 :format: myst
