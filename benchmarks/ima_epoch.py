@@ -36,8 +36,11 @@ def main() -> None:
     rows = {}
     moons = load_moons(20000, 10, 10, seed=0).train
     generator = torch.Generator().manual_seed(0)
-    images = ArrayDataset(torch.randint(0, 256, (1024, 1, 28, 28), dtype=torch.uint8, generator=generator),
-                          torch.randint(0, 10, (1024,), generator=generator))
+    pixels = torch.randint(0, 256, (1024, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    torch.manual_seed(0)
+    with torch.no_grad():  # label the images by the fresh model itself: every sample starts correctly classified,
+        labels = fashion_mnist_cnn()(pixels.float() / 255).argmax(dim=1)  # so BPGD runs on all of them (worst case)
+    images = ArrayDataset(pixels, labels)
     for name, make_model, data, clip in (("moons_mlp", moons_mlp, moons, None),
                                          ("fashion_mnist_cnn", fashion_mnist_cnn, images, (0.0, 1.0))):
         # IMA's margins start at Delta; delta=0.15 starts them at a typical mid-training value instead

@@ -24,6 +24,7 @@ def pgd(
     clip: Clip = (0.0, 1.0),
     generator: torch.Generator | None = None,
     stop_on_success: bool = False,
+    delta_init: Tensor | None = None,
 ) -> Tensor:
     """Untargeted PGD inside the eps-ball: x_(i) = clip(x_(i-1) + eta * h(J'(x_(i-1)))).
 
@@ -49,6 +50,9 @@ def pgd(
         stop_on_success: freeze a sample at the first iterate the model
             misclassifies. Never weaker than plain PGD for measuring robust
             accuracy, and cheaper: broken samples drop out of the batch.
+        delta_init: an explicit random start xi (inside the eps-ball), used
+            instead of drawing one; lets a caller stack attacks whose starts
+            were drawn separately.
 
     Returns:
         x_adv with the shape of ``x``, inside the eps-ball and the clip box.
@@ -58,7 +62,9 @@ def pgd(
     x0 = x.detach()
     radius = as_column(eps, x0)
     eta = as_column(step_size, x0)
-    if rand_init:
+    if delta_init is not None:
+        x_adv = clip_box(x0 + delta_init.detach(), clip)
+    elif rand_init:
         x_adv = clip_box(x0 + random_in_ball(x0, radius.flatten(), norm, generator), clip)
     else:
         x_adv = x0.clone()
