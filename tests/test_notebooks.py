@@ -55,7 +55,7 @@ def test_moons_smoke(tmp_path):
     for label in ("ima", "mma", "trades", "adv0.3", "ce"):
         assert label in values["m_table_ours"]
     result_files = list((tmp_path / "results" / "moons").glob("*/result.json"))
-    assert len(result_files) == 6  # five methods + IMA in fused mode
+    assert len(result_files) == 7  # five methods + IMA in fused mode + IMA with the code's margin step
     record = json.loads(result_files[0].read_text())
     assert record["profile"] == "smoke" and len(record["accuracy"]) == 7
     # with train_missing=False the same notebook only reports, and says nothing is missing
