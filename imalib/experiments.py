@@ -52,7 +52,7 @@ def run_many(configs: Sequence[RunConfig], *, results_root: str | Path = "result
         else:
             for config in missing:
                 run_experiment(config, results_root=results_root, data_root=data_root, device=device)
-    return [load_run(run_dir(c, results_root)) for c in configs]
+    return [load_run(run_dir(c, results_root), require_weights=False) for c in configs]
 
 
 def available(configs: Sequence[RunConfig], *, results_root: str | Path = "results", data_root: str | Path | None = None,
@@ -62,4 +62,4 @@ def available(configs: Sequence[RunConfig], *, results_root: str | Path = "resul
         return run_many(configs, results_root=results_root, data_root=data_root, device=device, workers=workers), []
     done = [c for c in configs if (run_dir(c, results_root) / "result.json").exists()]
     missing = [c for c in configs if c not in done]
-    return [load_run(run_dir(c, results_root)) for c in done], missing
+    return [load_run(run_dir(c, results_root), require_weights=False) for c in done], missing

@@ -38,6 +38,7 @@ class Run:
     model: nn.Module
     config: RunConfig
     result: dict[str, Any]
+    has_weights: bool = True
 
     @property
     def margins(self) -> torch.Tensor | None:
@@ -161,8 +162,13 @@ def run_experiment(config: RunConfig, *, results_root: str | Path = "results", d
     return load_run(path)
 
 
-def load_run(path: str | Path) -> Run:
-    """Load a finished run directory back into (model, config, result)."""
+def load_run(path: str | Path, *, require_weights: bool = True) -> Run:
+    """Load a finished run directory back into (model, config, results).
+
+    The weights of the image models are not committed; with
+    ``require_weights=False`` such a run still loads (``has_weights`` False,
+    the model freshly initialised) so that its result record can be reported.
+    """
     path = Path(path)
     result_file = path / "result.json"
     if not result_file.exists():
@@ -175,10 +181,10 @@ def load_run(path: str | Path) -> Run:
     weights = path / "model.pt"
     if weights.exists():
         load_state(model, load_torch(weights), weights)
-    else:
+    elif require_weights:
         raise CheckpointError(f"{path} has no model.pt (the weights of large models are not committed); "
                               f"run it again to get them")
     model.eval()
-    return Run(path=path, model=model, config=config, result=result)
+    return Run(path=path, model=model, config=config, result=result, has_weights=weights.exists())
 
 

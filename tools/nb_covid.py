@@ -38,7 +38,7 @@ from imalib.book import glue_figure
 from imalib import report
 runs = section_linf["runs"]
 ce = [r for r in runs if r.config.label == "ce"]
-if ce and absent is None:
+if ce and absent is None and all(r.has_weights for r in runs):
     splits = load_splits("covid", root=data_root, n_train=ce[0].config.n_train, n_test=ce[0].config.n_test,
                          seed=ce[0].config.seed, params=dict(ce[0].config.data_params))
     rate = white_noise_error_rate(ce[0].model, splits.test.inputs(), splits.test.y, level=0.05, repeats=10)

@@ -249,7 +249,7 @@ glue_text("m_restarts", study.RESTARTS)
 PGD can only find adversarial points, so the paper's accuracies are upper bounds. For a 2-D input the L-inf
 ball is a square, and `imalib.exact` decides robustness on the whole square: a quadtree over each test point's
 largest square evaluates cell centres (a misclassified centre is a real counterexample) and proves cells
-correct with interval bound propagation through the MLP (method: {glue:md}`m_exact_method`), refining
+correct with affine bound propagation through the MLP (method: {glue:md}`m_exact_method`), refining
 undecided cells down to a spacing of {glue:md}`m_spacing`. Verdicts left unproved at that spacing, summed
 over all runs, samples and noise levels: {glue:md}`m_undecided`.
 
@@ -341,7 +341,7 @@ for run in runs:
             bpgd_rows.append({"BPGD": name.replace("bpgd_", "").replace("_", " "), "seed": run.config.seed,
                               "share found": found.mean(),
                               "median found / exact": float(np.median(dist[sel] / true[sel])) if sel.any() else float("nan"),
-                              "mean |found − exact|": float(np.abs(dist[sel] - true[sel]).mean()) if sel.any() else float("nan")})
+                              "mean abs(found − exact)": float(np.abs(dist[sel] - true[sel]).mean()) if sel.any() else float("nan")})
 if calib_rows:
     calib = pd.DataFrame(calib_rows).groupby("method").mean(numeric_only=True).drop(columns="seed").round(3)
     glue_table("m_calib", calib, index_name="method")
@@ -408,7 +408,7 @@ for (label, level), group in sweep.groupby(["label", "data_noise"]):
                  "eps 0.3": f"{hard.mean():.3f} ± {hard.std(ddof=1) if len(hard) > 1 else 0:.3f}"})
 table = pd.DataFrame(rows)
 table["order"] = table["method"].map({l: i for i, l in enumerate(ORDER)})
-table = table.sort_values(["noise", "order"]).drop(columns="order").set_index(["noise", "method"])
+table = table.sort_values(["noise", "order"]).drop(columns="order").set_index("method")
 glue_table("m_sweep", table)
 glue_text("m_sweep_missing", "none" if not sweep_missing else f"{len(sweep_missing)} runs (" + ", ".join(sorted({f'noise {c.data_params[0][1]}' for c in sweep_missing})) + ")")
 ce_clean = sweep[(sweep["label"] == "ce") & (sweep["eps"] == 0)].groupby("data_noise")["accuracy"].mean()
