@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= cpu
-export IMALIB_DATA_ROOT ?= $(if $(wildcard ../shared/data),../shared/data,data)
+export IMALIB_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export PYTHONHASHSEED := 0
 
 .PHONY: book test venv notebooks html bench
