@@ -53,9 +53,12 @@ def load_fashion_mnist(root: str | Path | None = None, *, n_train: int | None = 
     test_y = _read_idx(folder / "t10k-labels-idx1-ubyte.gz", 2049, ())
     x = torch.from_numpy(train_x.copy()).unsqueeze(1)
     y = torch.from_numpy(train_y.astype(np.int64))
+    if not 0 <= n_val < len(y):
+        raise ValueError(f"n_val={n_val} must lie in [0, {len(y)})")
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    full_train = ArrayDataset(x[order[:-n_val]], y[order[:-n_val]])
-    val = ArrayDataset(x[order[-n_val:]], y[order[-n_val:]])
+    cut = len(y) - n_val  # (order[:-0] would be empty)
+    full_train = ArrayDataset(x[order[:cut]], y[order[:cut]])
+    val = ArrayDataset(x[order[cut:]], y[order[cut:]])
     test = ArrayDataset(torch.from_numpy(test_x.copy()).unsqueeze(1), torch.from_numpy(test_y.astype(np.int64)))
     return Splits(
         train=take_first(full_train, n_train, seed),
