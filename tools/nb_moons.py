@@ -440,12 +440,19 @@ glue_text("m_rank_exact", " > ".join(rank_exact))
 glue_text("m_rank_same", "the same" if rank_pgd == rank_exact else "a different")
 glue_text("m_rank_verdict", "too small to change which method ranks above which at this noise level"
           if rank_pgd == rank_exact else "large enough to change the ranking at this noise level")
-beaten = [m for m in ("mma", "trades", "adv0.3", "ce") if m in mean.index and mean.loc["ima", last_eps] > mean.loc[m, last_eps]]
-not_beaten = [m for m in ("mma", "trades", "adv0.3", "ce") if m in mean.index and m not in beaten]
-glue_text("m_ima_beats", ", ".join(beaten) if beaten else "none of the other methods")
-glue_text("m_ima_not_beats", ", ".join(not_beaten) if not_beaten else "none")
-above_ce = [e for e in mean.columns if all(mean.loc["ima", f] > mean.loc["ce", f] for f in mean.columns if f >= e)]
-glue_text("m_ima_above_ce_from", f"{min(above_ce):g}" if above_ce else "nowhere")
+if "ima" in mean.index:
+    beaten = [m for m in ("mma", "trades", "adv0.3", "ce") if m in mean.index and mean.loc["ima", last_eps] > mean.loc[m, last_eps]]
+    not_beaten = [m for m in ("mma", "trades", "adv0.3", "ce") if m in mean.index and m not in beaten]
+    glue_text("m_ima_beats", ", ".join(beaten) if beaten else "none of the other methods")
+    glue_text("m_ima_not_beats", ", ".join(not_beaten) if not_beaten else "none")
+else:
+    glue_text("m_ima_beats", "(IMA not among the selected methods)")
+    glue_text("m_ima_not_beats", "(IMA not among the selected methods)")
+if "ima" in mean.index and "ce" in mean.index:
+    above_ce = [e for e in mean.columns if all(mean.loc["ima", f] > mean.loc["ce", f] for f in mean.columns if f >= e)]
+    glue_text("m_ima_above_ce_from", f"{min(above_ce):g}" if above_ce else "nowhere")
+else:
+    glue_text("m_ima_above_ce_from", "(not measured: IMA or ce not selected)")
 """),
 ("md", """
 ## What this means for Table 1
