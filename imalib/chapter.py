@@ -75,7 +75,10 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
     mean = report.mean_table(frame, order=order)
     n_test = runs[0].result["n_test"]
     glue_text(key + "status", f"{len(runs)} of {len(configs)} rows measured at profile `{profile}` "
-                              f"on {n_test} test images (seed {seed}).")
+                              f"on {n_test} test images (seed {seed}, one training run per row). With {n_test} "
+                              f"test images an accuracy carries a binomial standard error of up to "
+                              f"{0.5 / np.sqrt(n_test):.3f}; differences smaller than about twice that are "
+                              f"not resolved at this scale.")
     glue_table(key + "ours", mean.round(4), index_name="method (ours)")
     glue_table(key + "side", report.side_by_side(mean, paper), index_name="method")
     glue_text(key + "rises", int(frame["rises"].sum()))

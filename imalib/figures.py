@@ -74,3 +74,25 @@ def plot_bpgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
         zoom.set_title("no iterate crossed the boundary (case-0): BPGD returns None", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_disagreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, witness: torch.Tensor, *,
+                      title: str, steps: int = 100, seed: int = 0) -> Figure:
+    """One Moons test point that PGD calls robust at ``eps`` although ``witness`` (a misclassified point inside
+    its eps-square, found by the exact search) exists: the square, the decision boundary, the PGD iterates."""
+    path = pgd_path(model, x, y, eps, steps=steps, step_size=eps / 10, seed=seed, loss="ce")
+    centre = x[0].numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    gx, gy, diff = decision_grid(model, (centre[0] - 1.6 * eps, centre[0] + 1.6 * eps),
+                                 (centre[1] - 1.6 * eps, centre[1] + 1.6 * eps), 300)
+    ax.contourf(gx, gy, diff > 0, levels=[-0.5, 0.5, 1.5], colors=["#c6dbef", "#fcbba1"], alpha=0.6)
+    ax.contour(gx, gy, diff, levels=[0.0], colors="k", linewidths=1)
+    ax.add_patch(Rectangle(tuple(centre - eps), 2 * eps, 2 * eps, fill=False, ls="--", color="0.2"))
+    p = path.numpy()
+    ax.plot(p[:, 0], p[:, 1], ".-", color="0.35", lw=0.6, ms=3, label="PGD path (cross-entropy)")
+    ax.scatter(*centre, marker="*", s=150, c="k", label=f"test point (label {int(y)})")
+    ax.scatter(*witness.numpy(), marker="X", s=90, c="#cb181d", label="exact: misclassified point")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -112,3 +112,29 @@ def margin_calibration(run: Run) -> dict[str, Any]:
                 out[name] = {"found": result.found.tolist(), "distance": result.distance.tolist()}
         return out
     return cached(run, "calibration", compute)
+
+
+def missed_by_pgd(run: Run) -> list[tuple[int, float, int]]:
+    """(eps index, eps, test index) of every point the paper's PGD called robust although the exact search
+    found a misclassified point inside its eps-square."""
+    pgd_robust = torch.load(Path(run.path) / "robust.pt", weights_only=True)
+    offsets = witness_offsets(run)
+    missed = []
+    for k, eps in enumerate(run.config.eval_eps):
+        if eps == 0:
+            continue
+        hits = pgd_robust[k] & (offsets <= eps + 1e-9)
+        missed.extend((k, float(eps), i) for i in hits.nonzero().flatten().tolist())
+    return missed
+
+
+def disagreement_figure(run: Run, eps: float, index: int):  # type: ignore[no-untyped-def]
+    """The figure of one test point that PGD and the exact evaluation disagree on (see figures.plot_disagreement)."""
+    from imalib.figures import plot_disagreement
+
+    test = splits_of(run).test
+    x, y = test.inputs()[index:index + 1], test.y[index:index + 1]
+    found = exact_linf_robust(run.model, x, y, [eps], resolution=RESOLUTION)
+    title = (f"{run.config.label}, noise {dict(run.config.data_params).get('noise', 0.1):g}, seed {run.config.seed}, "
+             f"eps {eps:g}: PGD says robust, it is not")
+    return plot_disagreement(run.model, x, y, eps, found.witness[0], title=title)

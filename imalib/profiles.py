@@ -55,7 +55,7 @@ SCALES: dict[tuple[str, str], Scale] = {
     ("moons", "cpu"): Scale(30, 128, 20000, 2000, 100, 2000),
     ("moons", "smoke"): Scale(3, 128, 1000, 200, 10, 200),
     ("fashion_mnist", "paper"): Scale(60, 128, None, None, 100, 1000),
-    ("fashion_mnist", "cpu"): Scale(6, 128, 3000, 500, 100, 500),
+    ("fashion_mnist", "cpu"): Scale(5, 128, 2000, 300, 100, 300),
     ("fashion_mnist", "smoke"): Scale(1, 32, 64, 32, 5, 32),
     ("svhn", "paper"): Scale(60, 128, None, None, 100, 1000),
     ("svhn", "cpu"): Scale(6, 128, 3000, 500, 100, 500),
