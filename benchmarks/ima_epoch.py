@@ -28,7 +28,7 @@ from imalib.methods import IMA, AdvEps, Method
 from imalib.models import build_model
 from imalib.norms import Clip
 from imalib.profiles import table_configs
-from imalib.runs import load_run, run_dir, train_run
+from imalib.runs import run_dir, train_run
 from imalib.train import fit, make_optimizer
 
 RESULTS_ROOT = Path(__file__).resolve().parents[1] / "results"
@@ -38,8 +38,7 @@ def trained_ima(config: RunConfig) -> tuple[dict[str, torch.Tensor], torch.Tenso
     """(model weights, final margins) of the IMA run ``config``: the committed one, or trained now."""
     path = run_dir(config, RESULTS_ROOT)
     if (path / "model.pt").exists() and (path / "margins.pt").exists():
-        run = load_run(path)
-        return run.model.state_dict(), load_torch(path / "margins.pt")
+        return load_torch(path / "model.pt"), load_torch(path / "margins.pt")
     print(f"no trained weights for {config.label} ({config.dataset}, {config.profile}) under {RESULTS_ROOT}: "
           "training them into a temporary folder first")
     with tempfile.TemporaryDirectory() as folder:

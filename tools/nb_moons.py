@@ -401,6 +401,8 @@ glue_text("m_sweep_gap", f"{pgd_at[worst] - exact_at[worst]:.3f} ({worst[0]}, no
           f"PGD {pgd_at[worst]:.3f}, exact {exact_at[worst]:.3f})")
 worst_run = next(r for r in sweep_runs if (r.config.label, dict(r.config.data_params).get("noise"), r.config.seed) == worst)
 worst_missed = [(e, i) for k, e, i in study.missed_by_pgd(worst_run) if e == hard_eps]
+offsets = study.witness_offsets(worst_run)[[i for _, i in worst_missed]]
+glue_text("m_sweep_gap_offset", f"{float(offsets.median()):.3f}" if len(worst_missed) else "n/a")
 if worst_missed:
     fig = study.disagreement_figure(worst_run, *worst_missed[len(worst_missed) // 2])
 else:
@@ -432,7 +434,12 @@ accuracy, the largest PGD − exact gap over the seeds, and PGD with the random 
 The largest PGD − exact gap at $\\varepsilon=0.3$ in this table: {glue:md}`m_sweep_gap`. Where the gap is large,
 the paper's single PGD run per loss misses adversarial regions that random restarts mostly find (the PGD×20
 column), so a method can look more robust than it is; ranking methods at such a noise level by the paper's
-protocol alone would be misleading. One of the missed points of that model:
+protocol alone would be misleading. The missed misclassified regions sit near the edge of the square (median
+L-inf offset from the test point {glue:md}`m_sweep_gap_offset` at $\\varepsilon=0.3$): thin slivers that an
+attack starting from the centre rarely reaches. The second loss does not help here: with two classes the
+cross-entropy is a monotone function of the logit margin, $\\log(1+e^{z_{other}-z_y})$, so its gradient has the
+same sign as the margin loss's and sign-gradient PGD takes the same steps with either; on Moons the paper's
+two-loss protocol is one attack with two random starts. One of the missed points of that model:
 
 ```{glue:figure} m_sweep_gap_fig
 :name: fig-moons-sweep-gap
