@@ -207,3 +207,25 @@ def test_input_checks():
         exact_linf_distance(model, torch.zeros(3, 2), torch.zeros(3, dtype=torch.long), max_radius=0.0)
     only_clean = exact_linf_robust(model, torch.zeros(3, 2), torch.zeros(3, dtype=torch.long), [0.0])
     assert only_clean.robust.shape == (1, 3) and only_clean.cells == 0
+
+
+def test_missed_by_pgd_lists_exactly_the_points_pgd_wrongly_called_robust(tmp_path):
+    import json
+
+    from imalib import moons_study
+    from imalib.config import RunConfig
+    from imalib.runs import Run
+
+    config = RunConfig.from_dict(dict(dataset="moons", method="ce", norm="linf", eps=0.0, profile="smoke",
+                                      epochs=1, batch_size=8, eval_eps=(0.0, 0.1, 0.3)))
+    # PGD's verdicts per (eps, point) and the exact search's nearest misclassified offset per point
+    pgd_robust = torch.tensor([[True, True, True, False],
+                               [True, True, False, False],
+                               [True, True, False, False]])
+    offsets = [0.05, None, 0.2, 0.25]  # point 0 breaks from eps 0.05, point 1 never, points 2-3 from 0.2 / 0.25
+    torch.save(pgd_robust, tmp_path / "robust.pt")
+    (tmp_path / "analysis-exact.json").write_text(json.dumps({"witness_offset": offsets}))
+    run = Run(path=tmp_path, model=moons_mlp(), config=config, result={})
+    missed = moons_study.missed_by_pgd(run)
+    # eps 0 is never checked; at 0.1 and 0.3 point 0 is missed; point 2 is only robust at 0.1 (< its 0.2 offset)
+    assert missed == [(1, 0.1, 0), (2, 0.3, 0)]
