@@ -397,6 +397,15 @@ glue_text("m_sweep_missing", "none" if not sweep_missing else f"{len(sweep_missi
 pgd_at = {(r.config.label, dict(r.config.data_params).get("noise"), r.config.seed):
           dict(zip(r.result["eps"], r.result["accuracy"]))[hard_eps] for r in sweep_runs}
 worst = max(pgd_at, key=lambda key: pgd_at[key] - exact_at[key])
+rankings = []
+for level in sorted({key[1] for key in pgd_at}):
+    labels = sorted({key[0] for key in pgd_at if key[1] == level})
+    by = {name: {l: np.mean([v[k] for k in v if k[0] == l and k[1] == level]) for l in labels}
+          for name, v in (("PGD", pgd_at), ("exact", exact_at))}
+    order_of = {name: " > ".join(sorted(labels, key=lambda l: -by[name][l])) for name in by}
+    same = "same order" if order_of["PGD"] == order_of["exact"] else "**different order**"
+    rankings.append(f"noise {level:g}: PGD {order_of['PGD']}; exact {order_of['exact']} ({same})")
+glue_text("m_sweep_rankings", "; ".join(rankings))
 glue_text("m_sweep_gap", f"{pgd_at[worst] - exact_at[worst]:.3f} ({worst[0]}, noise {worst[1]:g}, seed {worst[2]}: "
           f"PGD {pgd_at[worst]:.3f}, exact {exact_at[worst]:.3f})")
 worst_run = next(r for r in sweep_runs if (r.config.label, dict(r.config.data_params).get("noise"), r.config.seed) == worst)
@@ -434,7 +443,8 @@ accuracy, the largest PGD − exact gap over the seeds, and PGD with the random 
 The largest PGD − exact gap at $\\varepsilon=0.3$ in this table: {glue:md}`m_sweep_gap`. Where the gap is large,
 the paper's single PGD run per loss misses adversarial regions that random restarts mostly find (the PGD×20
 column), so a method can look more robust than it is; ranking methods at such a noise level by the paper's
-protocol alone would be misleading. The missed misclassified regions sit near the edge of the square (median
+protocol alone would be misleading. Methods ranked by mean accuracy at $\\varepsilon=0.3$ at each noise level:
+{glue:md}`m_sweep_rankings`. The missed misclassified regions sit near the edge of the square (median
 L-inf offset from the test point {glue:md}`m_sweep_gap_offset` at $\\varepsilon=0.3$): thin slivers that an
 attack starting from the centre rarely reaches. The second loss does not help here: with two classes the
 cross-entropy is a monotone function of the logit margin, $\\log(1+e^{z_{other}-z_y})$, so its gradient has the
