@@ -24,7 +24,7 @@ from imalib.config import RunConfig
 from imalib.data import load_splits
 from imalib.data.base import ArrayDataset
 from imalib.io import load_torch, save_torch
-from imalib.methods import IMA, AdvEps, Method
+from imalib.methods import AdvEps, Method, build_method
 from imalib.models import build_model
 from imalib.norms import Clip
 from imalib.profiles import table_configs
@@ -71,10 +71,11 @@ def compare(config: RunConfig, n_images: int | None, repeats: int) -> dict[str, 
     if n_images is not None and n_images < len(data):
         data = data.subset(torch.arange(n_images))
         margins = margins[:n_images]
-    delta = config.eps / config.epochs
+    # the trained run's own IMA (its delta rule included), once per margin mode
+    ima = {mode: build_method("ima", eps=config.eps, norm=config.norm,
+                              params={**dict(config.method_params), "margin_mode": mode}) for mode in ("fused", "paper")}
     methods: dict[str, Method] = {"adv": AdvEps(eps=config.eps, norm=config.norm),
-                                  "ima_fused": IMA(eps=config.eps, norm=config.norm, margin_mode="fused", delta=delta),
-                                  "ima_paper": IMA(eps=config.eps, norm=config.norm, margin_mode="paper", delta=delta)}
+                                  "ima_fused": ima["fused"], "ima_paper": ima["paper"]}
     seconds = {name: median_seconds(lambda m=method: one_epoch(config, weights, margins, m, data, splits.clip), repeats)
                for name, method in methods.items()}
     return {"images": len(data), "mean_margin": float(margins.mean()), "adv_s": seconds["adv"],
