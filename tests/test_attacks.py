@@ -181,3 +181,54 @@ def test_bpgd_refinement_never_increases_the_norm(image_model, images):
     result = bpgd(image_model, x, y, 0.3, norm="linf", steps=20, rand_init=False, clip=(0.0, 1.0))
     assert result.found.any()
     assert (result.distance[result.found] <= 0.3 + 1e-6).all()
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_bpgd_result_does_not_depend_on_when_crossed_samples_leave(share, monkeypatch, image_model, images):
+    """Crossed samples leave the working batch at once (share 0) or only at the end (share 1): same result."""
+    import sys
+
+    x, y = images
+    image_model.eval()
+    y = image_model(x).argmax(dim=1)
+    eps = torch.linspace(0.05, 0.4, x.shape[0])  # samples cross at different iterations
+    reference = bpgd(image_model, x, y, eps, norm="linf", steps=20, clip=(0.0, 1.0),
+                     generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(sys.modules["imalib.attacks.bpgd"], "COMPACT_SHARE", share)
+    other = bpgd(image_model, x, y, eps, norm="linf", steps=20, clip=(0.0, 1.0),
+                 generator=torch.Generator().manual_seed(4))
+    assert 0 < int(reference.found.sum()) < x.shape[0]
+    assert torch.equal(reference.found, other.found)
+    assert torch.allclose(reference.x_n, other.x_n, atol=1e-6)
+
+
+def test_bpgd_brackets_the_first_crossing_of_the_pgd_path(image_model, images):
+    """Reference from the definition: run PGD one iterate at a time from BPGD's start, find the first wrong
+    iterate x_(j), and bisect between x_(j-1) (x itself when j = 0) and x_(j)."""
+    from imalib.attacks.bpgd import bisect_boundary
+    from imalib.norms import clip_box, random_in_ball
+
+    x, y = images
+    image_model.eval()
+    y = image_model(x).argmax(dim=1)
+    eps = torch.linspace(0.05, 0.4, x.shape[0])
+    steps, alpha = 8, 4.0
+    result = bpgd(image_model, x, y, eps, norm="linf", steps=steps, alpha=alpha, clip=(0.0, 1.0),
+                  generator=torch.Generator().manual_seed(5))
+    start = clip_box(x + random_in_ball(x, eps, "linf", torch.Generator().manual_seed(5)), (0.0, 1.0))
+    crossings = []
+    for i in range(x.shape[0]):
+        xi, yi, ei = x[i:i + 1], y[i:i + 1], eps[i:i + 1]
+        path = [start[i:i + 1]] + [pgd(image_model, xi, yi, ei, steps=k, step_size=alpha * ei / steps, clip=(0.0, 1.0),
+                                       delta_init=start[i:i + 1] - xi) for k in range(1, steps + 1)]
+        wrong = [bool(image_model(p).argmax(dim=1) != yi) for p in path]
+        if not any(wrong):
+            assert not result.found[i]
+            assert torch.allclose(result.x_n[i:i + 1], path[-1], atol=1e-5)
+            continue
+        j = wrong.index(True)
+        crossings.append(j)
+        inside, outside = bisect_boundary(image_model, xi if j == 0 else path[j - 1], path[j], yi, 10)
+        assert result.found[i]
+        assert torch.allclose(result.x_n[i:i + 1], (inside + outside) / 2, atol=1e-5)
+    assert len(set(crossings)) >= 2  # the samples cross at different iterations

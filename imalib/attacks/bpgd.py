@@ -12,6 +12,9 @@ from imalib.losses import attack_loss
 from imalib.norms import Clip, Eps, Norm, as_column, ascent_direction, check_norm, clip_box, lp_norm, project_ball, random_in_ball
 
 
+COMPACT_SHARE = 0.25  # drop crossed samples from the working batch once they are this share of it
+
+
 @dataclass(frozen=True)
 class BoundaryResult:
     """What BPGD returns for a batch.
@@ -29,6 +32,11 @@ class BoundaryResult:
     distance: Tensor
 
 
+def _per_row(mask: Tensor, x: Tensor) -> Tensor:
+    """A (B,) bool mask as shape (B, 1, ..., 1), to select whole rows of ``x`` with ``torch.where``."""
+    return mask.reshape((x.shape[0],) + (1,) * (x.dim() - 1))
+
+
 @torch.no_grad()
 def bisect_boundary(model: nn.Module, x_in: Tensor, x_out: Tensor, y: Tensor, n_binary: int) -> tuple[Tensor, Tensor]:
     """Binary search on the segment [x_in, x_out] (Fig. 3).
@@ -40,8 +48,7 @@ def bisect_boundary(model: nn.Module, x_in: Tensor, x_out: Tensor, y: Tensor, n_
     inside, outside = x_in.clone(), x_out.clone()
     for _ in range(n_binary):
         middle = (inside + outside) / 2
-        keeps_label = model(middle).argmax(dim=1) == y
-        mask = as_column(keeps_label.to(middle.dtype), middle).bool()
+        mask = _per_row(model(middle).argmax(dim=1) == y, middle)
         inside = torch.where(mask, middle, inside)
         outside = torch.where(mask, outside, middle)
     return inside, outside
@@ -92,39 +99,50 @@ def bpgd(
     radius = as_column(eps, x0)
     eta = alpha * radius / steps
     start = clip_box(x0 + random_in_ball(x0, radius.flatten(), norm, generator), clip) if rand_init else x0.clone()
-    last_correct = x0.clone()  # x_n1 for samples whose start is already wrong: x itself
-    first_wrong = x0.clone()
-    final = start.clone()
     found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
-    # Compact state of the samples that have not crossed the boundary yet.
+    last_correct = x0.clone()  # x_n1; stays x itself for samples whose start is already wrong
+    first_wrong = x0.clone()  # x_n2
+    x_n = start.clone()
+    # The loop works on compact tensors of the samples still being attacked. A sample that crosses has its
+    # (x_n1, x_n2) pair recorded at once (``torch.where``), but leaves the compact tensors only when at least
+    # ``COMPACT_SHARE`` of them have crossed: removing rows costs a dozen indexing operations, which for a small
+    # model cost more than carrying the crossed rows along, while for a large model the carried rows are few.
     rows = torch.arange(x0.shape[0], device=x0.device)
     current, origin, labels, r, step = start, x0, y, radius, eta
-    previous = current  # the iterate before the current one (read only from the second iteration on)
+    previous = x0  # the iterate before the current one; x itself before the random start
+    crossed = torch.zeros_like(found)
+    pair_in, pair_out = x0.clone(), x0.clone()
     with frozen_eval(model):
         for k in range(steps + 1):
             take_step = k < steps
             current = current.detach().requires_grad_(take_step)
             logits = model(current)
-            correct = logits.detach().argmax(dim=1) == labels
             if take_step:
                 (grad,) = torch.autograd.grad(objective(logits, labels).sum(), current)
             current = current.detach()
-            if not bool(correct.all()):
-                crossed = rows[~correct]
-                first_wrong[crossed] = current[~correct]
-                found[crossed] = True
-                if k > 0:
-                    last_correct[crossed] = previous[~correct]
-                rows, current, origin, labels, r, step = (t[correct] for t in (rows, current, origin, labels, r, step))
+            newly = (logits.detach().argmax(dim=1) != labels) & ~crossed
+            column = _per_row(newly, current)
+            pair_in = torch.where(column, previous, pair_in)
+            pair_out = torch.where(column, current, pair_out)
+            crossed = crossed | newly
+            n_crossed = int(crossed.sum())
+            if n_crossed and (not take_step or n_crossed == rows.numel() or n_crossed >= COMPACT_SHARE * rows.numel()):
+                leaving = rows[crossed]
+                found[leaving] = True
+                last_correct[leaving] = pair_in[crossed]
+                first_wrong[leaving] = pair_out[crossed]
+                still = ~crossed
+                rows, current, origin, labels, r, step, pair_in, pair_out = (
+                    t[still] for t in (rows, current, origin, labels, r, step, pair_in, pair_out))
                 if take_step:
-                    grad = grad[correct]
+                    grad = grad[still]
+                crossed = crossed[still]
             if not take_step or rows.numel() == 0:
                 break
             previous = current
             moved = current + step * ascent_direction(grad, norm)
             current = clip_box(origin + project_ball(moved - origin, r.flatten(), norm), clip)
-        final[rows] = current
-        x_n = final
+        x_n[rows] = current
         if bool(found.any()):
             hits = found.nonzero().squeeze(1)
             inside, outside = bisect_boundary(model, last_correct[hits], first_wrong[hits], y[hits], n_binary)
