@@ -24,6 +24,21 @@ def median_seconds(work: Callable[[], Any], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def interleaved_seconds(works: dict[str, Callable[[], Any]], repeats: int = 3) -> dict[str, list[float]]:
+    """Wall times of every work in ``works``, run in turn (A, B, C, A, B, C, ...) ``repeats`` times.
+
+    Interleaving spreads slow drifts of the machine (other load, clock changes) over all works alike,
+    so ratios of their medians are not biased towards whichever work ran first or last.
+    """
+    times: dict[str, list[float]] = {name: [] for name in works}
+    for _ in range(repeats):
+        for name, work in works.items():
+            began = time.perf_counter()
+            work()
+            times[name].append(time.perf_counter() - began)
+    return times
+
+
 def record(name: str, summary: str, target: str, data: dict[str, Any]) -> None:
     """Print the summary and write the record (with the command that produced it) to results/<name>.json."""
     RESULTS.mkdir(exist_ok=True)

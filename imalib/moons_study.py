@@ -138,3 +138,54 @@ def disagreement_figure(run: Run, eps: float, index: int):  # type: ignore[no-un
     title = (f"{run.config.label}, noise {dict(run.config.data_params).get('noise', 0.1):g}, seed {run.config.seed}, "
              f"eps {eps:g}: PGD says robust, it is not")
     return plot_disagreement(run.model, x, y, eps, found.witness[0], title=title)
+
+
+Key = tuple[str, float, int]  # (method label, make_moons noise, seed)
+
+
+def _mean_sd(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {sd:.3f}"
+
+
+def sweep_summary(clean: dict[Key, float], pgd: dict[Key, float], exact: dict[Key, float],
+                  restarts: dict[tuple[str, float], float], order: list[str], eps: float,
+                  restart_seed: int) -> dict[str, Any]:
+    """The noise-sweep report at one noise level ``eps``, from per-run accuracies.
+
+    ``clean``, ``pgd`` and ``exact`` map (label, noise, seed) to the clean accuracy, the paper's PGD
+    accuracy and the exact robust accuracy at ``eps``; ``restarts`` maps (label, noise) to the accuracy
+    under PGD with restarts for the seed ``restart_seed``. Returns
+    ``table`` (one row per method and noise: mean ± sd over seeds, and the largest PGD - exact gap),
+    ``worst`` (the key of the run with the largest gap) and ``rankings`` (per noise level, the methods
+    ordered by mean accuracy under PGD and under the exact evaluation, and whether the orders agree).
+    """
+    import pandas as pd
+
+    missing = sorted(set(pgd) ^ set(exact))
+    if missing:
+        raise ValueError(f"PGD and exact accuracies must cover the same runs; only one has {missing}")
+    rank = {label: i for i, label in enumerate(order)}
+    rows = []
+    for label, level in sorted({key[:2] for key in pgd}, key=lambda k: (k[1], rank.get(k[0], len(rank)))):
+        seeds = sorted(key[2] for key in pgd if key[:2] == (label, level))
+        runs = [(label, level, s) for s in seeds]
+        rows.append({"method": label, "noise": level, "seeds": len(seeds),
+                     "clean": _mean_sd([clean[k] for k in runs]), f"{eps:g} PGD": _mean_sd([pgd[k] for k in runs]),
+                     f"{eps:g} exact": _mean_sd([exact[k] for k in runs]),
+                     "PGD − exact (max over seeds)": f"{max(pgd[k] - exact[k] for k in runs):.4f}",
+                     f"{eps:g} PGD×20 (seed {restart_seed})": f"{restarts[(label, level)]:.4f}"
+                     if (label, level) in restarts else "–"})
+    worst = max(pgd, key=lambda key: pgd[key] - exact[key])
+    rankings = []
+    for level in sorted({key[1] for key in pgd}):
+        labels = sorted({key[0] for key in pgd if key[1] == level}, key=lambda l: rank.get(l, len(rank)))
+        orders = {}
+        for name, values in (("PGD", pgd), ("exact", exact)):
+            means = {l: sum(v for k, v in values.items() if k[:2] == (l, level)) /
+                     sum(1 for k in values if k[:2] == (l, level)) for l in labels}
+            orders[name] = " > ".join(sorted(labels, key=lambda l: -means[l]))
+        same = "same order" if orders["PGD"] == orders["exact"] else "**different order**"
+        rankings.append(f"noise {level:g}: PGD {orders['PGD']}; exact {orders['exact']} ({same})")
+    return {"table": pd.DataFrame(rows).set_index("method"), "worst": worst, "rankings": rankings}

@@ -229,3 +229,23 @@ def test_missed_by_pgd_lists_exactly_the_points_pgd_wrongly_called_robust(tmp_pa
     missed = moons_study.missed_by_pgd(run)
     # eps 0 is never checked; at 0.1 and 0.3 point 0 is missed; point 2 is only robust at 0.1 (< its 0.2 offset)
     assert missed == [(1, 0.1, 0), (2, 0.3, 0)]
+
+
+def test_sweep_summary_finds_the_worst_gap_and_a_ranking_flip():
+    from imalib.moons_study import sweep_summary
+
+    pgd = {("ima", 0.05, 0): 0.80, ("ima", 0.05, 1): 0.90, ("adv", 0.05, 0): 0.82, ("adv", 0.05, 1): 0.82,
+           ("ima", 0.1, 0): 0.70, ("adv", 0.1, 0): 0.60}
+    exact = {("ima", 0.05, 0): 0.70, ("ima", 0.05, 1): 0.60, ("adv", 0.05, 0): 0.80, ("adv", 0.05, 1): 0.81,
+             ("ima", 0.1, 0): 0.69, ("adv", 0.1, 0): 0.60}
+    clean = {key: 1.0 for key in pgd}
+    out = sweep_summary(clean, pgd, exact, {("ima", 0.05): 0.65}, ["ima", "adv"], 0.3, restart_seed=0)
+    assert out["worst"] == ("ima", 0.05, 1)
+    table = out["table"]
+    assert list(table.index) == ["ima", "adv", "ima", "adv"] and list(table["noise"]) == [0.05, 0.05, 0.1, 0.1]
+    assert table.iloc[0]["0.3 PGD"] == "0.850 ± 0.071" and table.iloc[0]["PGD − exact (max over seeds)"] == "0.3000"
+    assert table.iloc[0]["0.3 PGD×20 (seed 0)"] == "0.6500" and table.iloc[1]["0.3 PGD×20 (seed 0)"] == "–"
+    assert out["rankings"][0] == "noise 0.05: PGD ima > adv; exact adv > ima (**different order**)"
+    assert out["rankings"][1].endswith("(same order)")
+    with pytest.raises(ValueError, match="same runs"):
+        sweep_summary(clean, pgd, {}, {}, ["ima", "adv"], 0.3, restart_seed=0)

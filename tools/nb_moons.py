@@ -370,45 +370,22 @@ sweep_runs, sweep_missing = available(sweep_configs, results_root=results_root, 
                                       device=device, workers=workers, train_missing=train_missing)
 sweep = report.results_frame(sweep_runs)
 hard_eps = max(sweep["eps"])
-exact_at = {(r.config.label, dict(r.config.data_params).get("noise"), r.config.seed):
-            dict(zip(study.exact_accuracy(r)["eps"], study.exact_accuracy(r)["accuracy"]))[hard_eps] for r in sweep_runs}
-restart_at = {(r.config.label, dict(r.config.data_params).get("noise")):
-              dict(zip(study.pgd_restarts(r)["eps"], study.pgd_restarts(r)["accuracy"]))[hard_eps]
-              for r in sweep_runs if r.config.seed == min(seeds)}
-def mean_sd(values):
-    values = np.asarray(list(values), dtype=float)
-    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}"
-rows = []
-for (label, level), group in sweep.groupby(["label", "data_noise"]):
-    clean = group[group["eps"] == 0]["accuracy"]
-    hard = group[group["eps"] == hard_eps].set_index("seed")["accuracy"]
-    exact_hard = pd.Series({s: exact_at[(label, level, s)] for s in hard.index})
-    rows.append({"method": label, "noise": level, "seeds": group["seed"].nunique(),
-                 "clean": mean_sd(clean), f"{hard_eps:g} PGD": mean_sd(hard),
-                 f"{hard_eps:g} exact": mean_sd(exact_hard),
-                 "PGD − exact (max over seeds)": f"{(hard - exact_hard).max():.4f}",
-                 f"{hard_eps:g} PGD×20 (seed {min(seeds)})": f"{restart_at[(label, level)]:.4f}"
-                 if (label, level) in restart_at else "–"})
-table = pd.DataFrame(rows)
-table["order"] = table["method"].map({l: i for i, l in enumerate(ORDER)})
-table = table.sort_values(["noise", "order"]).drop(columns="order").set_index("method")
-glue_table("m_sweep", table)
+def key(r):
+    return (r.config.label, dict(r.config.data_params).get("noise"), r.config.seed)
+def at(record, eps):  # accuracy at eps in a record {"eps": [...], "accuracy": [...]}
+    return dict(zip(record["eps"], record["accuracy"]))[eps]
+clean_at = {key(r): at(r.result, 0.0) for r in sweep_runs}
+pgd_at = {key(r): at(r.result, hard_eps) for r in sweep_runs}
+exact_at = {key(r): at(study.exact_accuracy(r), hard_eps) for r in sweep_runs}
+restart_at = {key(r)[:2]: at(study.pgd_restarts(r), hard_eps) for r in sweep_runs if r.config.seed == min(seeds)}
+sweep_report = study.sweep_summary(clean_at, pgd_at, exact_at, restart_at, ORDER, hard_eps, restart_seed=min(seeds))
+glue_table("m_sweep", sweep_report["table"])
 glue_text("m_sweep_missing", "none" if not sweep_missing else f"{len(sweep_missing)} runs (" + ", ".join(sorted({f'noise {c.data_params[0][1]}' for c in sweep_missing})) + ")")
-pgd_at = {(r.config.label, dict(r.config.data_params).get("noise"), r.config.seed):
-          dict(zip(r.result["eps"], r.result["accuracy"]))[hard_eps] for r in sweep_runs}
-worst = max(pgd_at, key=lambda key: pgd_at[key] - exact_at[key])
-rankings = []
-for level in sorted({key[1] for key in pgd_at}):
-    labels = sorted({key[0] for key in pgd_at if key[1] == level})
-    by = {name: {l: np.mean([v[k] for k in v if k[0] == l and k[1] == level]) for l in labels}
-          for name, v in (("PGD", pgd_at), ("exact", exact_at))}
-    order_of = {name: " > ".join(sorted(labels, key=lambda l: -by[name][l])) for name in by}
-    same = "same order" if order_of["PGD"] == order_of["exact"] else "**different order**"
-    rankings.append(f"noise {level:g}: PGD {order_of['PGD']}; exact {order_of['exact']} ({same})")
-glue_text("m_sweep_rankings", "; ".join(rankings))
+worst = sweep_report["worst"]
+glue_text("m_sweep_rankings", "; ".join(sweep_report["rankings"]))
 glue_text("m_sweep_gap", f"{pgd_at[worst] - exact_at[worst]:.3f} ({worst[0]}, noise {worst[1]:g}, seed {worst[2]}: "
           f"PGD {pgd_at[worst]:.3f}, exact {exact_at[worst]:.3f})")
-worst_run = next(r for r in sweep_runs if (r.config.label, dict(r.config.data_params).get("noise"), r.config.seed) == worst)
+worst_run = next(r for r in sweep_runs if key(r) == worst)
 worst_missed = [(e, i) for k, e, i in study.missed_by_pgd(worst_run) if e == hard_eps]
 offsets = study.witness_offsets(worst_run)[[i for _, i in worst_missed]]
 glue_text("m_sweep_gap_offset", f"{float(offsets.median()):.3f}" if len(worst_missed) else "n/a")
