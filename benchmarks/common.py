@@ -13,6 +13,21 @@ from typing import Any, Callable
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = Path(__file__).resolve().parents[1] / "results"  # the committed runs (weights of large models not committed)
+TRAINED = Path(__file__).resolve().parent / ".trained"  # weights the benchmarks had to train themselves (ignored by git)
+
+
+def trained_run(config: Any) -> Path:
+    """The run directory of ``config`` with its weights: the committed run when its ``model.pt`` is on this
+    machine, else a run trained now (once) into ``benchmarks/.trained/``."""
+    from imalib.runs import run_dir, train_run
+
+    committed = run_dir(config, RUNS)
+    if (committed / "model.pt").exists():
+        return committed
+    print(f"no trained weights for {config.label} ({config.dataset}, {config.profile}) under {RUNS}: "
+          f"training them into {TRAINED} first (kept for later benchmark runs)")
+    return train_run(config, results_root=TRAINED, progress=True)
 
 
 def median_seconds(work: Callable[[], Any], repeats: int = 3) -> float:

@@ -8,7 +8,7 @@ at any eps (never a weaker attack), up to the spread advertorch shows against it
 Models:
 - Moons MLP (2000 test points): a ce model and an adv0.3 model, trained here for 3 epochs.
 - Fashion-MNIST CNN (the first ``--cnn-images`` test images of the `cpu` profile): its ce and IMA L-inf
-  runs, read from results/ (trained first into a temporary folder if their weights are absent).
+  runs, read from results/ (trained first into benchmarks/.trained/ if their weights are absent).
 
 Where speed can come from: samples wrong on clean data, attacks that already succeeded and iterations after
 success are skipped. The work that remains is bounded below: every sample that survives a noise level must
@@ -20,15 +20,13 @@ Usage: python benchmarks/evaluator.py [--repeats 3] [--cnn-images 64]
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from common import median_seconds, record
+from common import median_seconds, record, trained_run
 from imalib.compat_advertorch import import_advertorch_attacks
 from imalib.data import load_splits
 from imalib.data.moons import load_moons
@@ -38,12 +36,10 @@ from imalib.methods import CE, AdvEps
 from imalib.models import build_model, moons_mlp
 from imalib.norms import Clip
 from imalib.profiles import table_configs
-from imalib.runs import run_dir, train_run
 from imalib.train import fit, make_optimizer
 
 MOONS_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 MOONS_BOX = (-10.0, 10.0)  # Moons is unbounded; advertorch needs a box, so both sides get the same loose one
-RESULTS_ROOT = Path(__file__).resolve().parents[1] / "results"
 
 
 def advertorch_protocol(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: Sequence[float],
@@ -111,21 +107,11 @@ def moons_rows(repeats: int) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def trained_weights(config: Any) -> dict[str, torch.Tensor]:
-    """The weights of the run ``config``: from results/, or trained now into a temporary folder."""
-    path = run_dir(config, RESULTS_ROOT)
-    if (path / "model.pt").exists():
-        return load_torch(path / "model.pt")
-    print(f"no trained weights for {config.label} ({config.dataset}, {config.profile}): training them first")
-    with tempfile.TemporaryDirectory() as folder:
-        return load_torch(train_run(config, results_root=folder, progress=True) / "model.pt")
-
-
 def fashion_rows(n_images: int, repeats: int) -> dict[str, dict[str, Any]]:
     rows = {}
     for config in table_configs("fashion_mnist", "linf", "cpu", methods=["ce", "ima"]):
         model = build_model(config.dataset)
-        model.load_state_dict(trained_weights(config))
+        model.load_state_dict(load_torch(trained_run(config) / "model.pt"))
         splits = load_splits(config.dataset, n_train=config.n_train, n_test=config.n_test, seed=config.seed)
         x, y = splits.test.inputs()[:n_images], splits.test.y[:n_images]
         assert splits.clip is not None

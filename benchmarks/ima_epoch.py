@@ -6,7 +6,7 @@ Every epoch starts from a *trained* IMA model and its final margin store, the st
 most of its training: BPGD's cost depends on how far each sample's margin is from the boundary, so an
 untrained model (whose boundary BPGD finds in a step or two) makes IMA look far cheaper than it is.
 - Moons MLP: the committed Table 1 IMA run (seed 0, noise 0.1), one full epoch over its 20000 points.
-- Fashion-MNIST CNN: the `cpu`-profile IMA L-inf run (trained first if its weights are not on this
+- Fashion-MNIST CNN: the `cpu`-profile IMA L-inf run (trained first into benchmarks/.trained/ if its weights are not on this
   machine: about half an hour), one epoch over the first ``--cnn-images`` of its training images.
 Usage: python benchmarks/ima_epoch.py [--repeats 9] [--cnn-images 512]  (the CNN takes a third of the repeats, at least 3)
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from common import interleaved_seconds, record
+from common import interleaved_seconds, record, trained_run
 from imalib.config import RunConfig
 from imalib.data import load_splits
 from imalib.data.base import ArrayDataset
@@ -30,22 +30,12 @@ from imalib.methods import AdvEps, Method, build_method
 from imalib.models import build_model
 from imalib.norms import Clip
 from imalib.profiles import table_configs
-from imalib.runs import run_dir, train_run
 from imalib.train import fit, make_optimizer
 
-RESULTS_ROOT = Path(__file__).resolve().parents[1] / "results"
-
-
 def trained_ima(config: RunConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """(model weights, final margins) of the IMA run ``config``: the committed one, or trained now."""
-    path = run_dir(config, RESULTS_ROOT)
-    if (path / "model.pt").exists() and (path / "margins.pt").exists():
-        return load_torch(path / "model.pt"), load_torch(path / "margins.pt")
-    print(f"no trained weights for {config.label} ({config.dataset}, {config.profile}) under {RESULTS_ROOT}: "
-          "training them into a temporary folder first")
-    with tempfile.TemporaryDirectory() as folder:
-        trained = train_run(config, results_root=folder, progress=True)
-        return load_torch(trained / "model.pt"), load_torch(trained / "margins.pt")
+    """(model weights, final margins) of the IMA run ``config``."""
+    path = trained_run(config)
+    return load_torch(path / "model.pt"), load_torch(path / "margins.pt")
 
 
 def one_epoch(config: RunConfig, weights: dict[str, torch.Tensor], margins: torch.Tensor | None, method: Method,
