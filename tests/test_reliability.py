@@ -142,7 +142,7 @@ def test_resume_is_bit_identical(margin_mode: Literal["paper", "fused"], tmp_pat
 # ----------------------------------------------------------------------------------- kill and resume
 
 
-# A moons run that takes a few seconds: three epochs of about 190 small batches each.
+# A moons run of three epochs of about 190 small batches each (the child process blocks in epoch 2).
 KILL_OVERRIDES: dict[str, Any] = {"n_train": 3000, "batch_size": 16, "epochs": 3}
 
 
@@ -155,22 +155,33 @@ def test_killed_run_leaves_complete_files_and_resumes(signum: int, tmp_path: Pat
     config = kill_config()
     root = tmp_path / "results"
     path = run_dir(config, root)
+    waiting = tmp_path / "waiting"
+    # The child blocks in the first batch of epoch 2 (after the epoch-1 checkpoint) and says so with a marker
+    # file, so the signal always lands mid-run, however fast or loaded the machine is.
     code = textwrap.dedent(f"""
+        import pathlib, time
         import torch
         torch.set_num_threads(1)
+        from imalib.methods.ce import CE
         from imalib.profiles import table_configs
         from imalib.runs import run_experiment
+        original = CE.batch_loss
+        def batch_loss(self, *args, **kwargs):
+            if pathlib.Path({str(path / "checkpoint.pt")!r}).exists():
+                pathlib.Path({str(waiting)!r}).touch()
+                time.sleep(300)
+            return original(self, *args, **kwargs)
+        CE.batch_loss = batch_loss
         config = table_configs("moons", "linf", "smoke", methods=["ce"], **{KILL_OVERRIDES!r})[0]
         run_experiment(config, results_root={str(root)!r}, progress=False)
     """)
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while not (path / "checkpoint.pt").exists():
+        while not waiting.exists():
             assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint appeared"
+            assert time.monotonic() < deadline, "the run never reached epoch 2"
             time.sleep(0.005)
-        time.sleep(0.1)  # into epoch 2
         assert process.poll() is None, "the run ended before it could be interrupted"
         process.send_signal(signum)
         process.wait(timeout=60)
@@ -197,6 +208,25 @@ def test_killed_run_leaves_complete_files_and_resumes(signum: int, tmp_path: Pat
     assert [entry["epoch"] for entry in run.result["history"]] == [1, 2, 3]
     assert {p.name for p in path.iterdir() if not TEMP_FILE.match(p.name)} == {
         "config.json", "model.pt", "train.json", "robust.pt", "result.json"}
+
+
+def test_write_interrupted_midway_keeps_the_old_file_and_leaves_no_temporary(monkeypatch, tmp_path: Path) -> None:
+    """A KeyboardInterrupt in the middle of a checkpoint write: the previous checkpoint survives intact."""
+    from imalib import io
+
+    target = tmp_path / "checkpoint.pt"
+    io.save_torch(target, {"epoch": 1})
+
+    def half_then_interrupt(obj: Any, stream: Any) -> None:
+        stream.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.torch, "save", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_torch(target, {"epoch": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert load_torch(target) == {"epoch": 1}
 
 
 # ------------------------------------------------------------------------------------------ determinism
