@@ -158,8 +158,11 @@ def test_killed_run_leaves_complete_files_and_resumes(signum: int, tmp_path: Pat
     waiting = tmp_path / "waiting"
     # The child blocks in the first batch of epoch 2 (after the epoch-1 checkpoint) and says so with a marker
     # file, so the signal always lands mid-run, however fast or loaded the machine is.
+    # The child also installs Python's own Ctrl-C handler: a process started from a background job inherits
+    # SIGINT as ignored, and Python then leaves it ignored.
     code = textwrap.dedent(f"""
-        import pathlib, time
+        import pathlib, signal, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import torch
         torch.set_num_threads(1)
         from imalib.methods.ce import CE
