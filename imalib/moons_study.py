@@ -167,11 +167,12 @@ def sweep_summary(clean: dict[Key, float], pgd: dict[Key, float], exact: dict[Ke
     if missing:
         raise ValueError(f"PGD and exact accuracies must cover the same runs; only one has {missing}")
     rank = {label: i for i, label in enumerate(order)}
+    groups: dict[tuple[str, float], list[Key]] = {}
+    for key in sorted(pgd, key=lambda k: (k[1], rank.get(k[0], len(rank)), k[2])):
+        groups.setdefault(key[:2], []).append(key)
     rows = []
-    for label, level in sorted({key[:2] for key in pgd}, key=lambda k: (k[1], rank.get(k[0], len(rank)))):
-        seeds = sorted(key[2] for key in pgd if key[:2] == (label, level))
-        runs = [(label, level, s) for s in seeds]
-        rows.append({"method": label, "noise": level, "seeds": len(seeds),
+    for (label, level), runs in groups.items():
+        rows.append({"method": label, "noise": level, "seeds": len(runs),
                      "clean": _mean_sd([clean[k] for k in runs]), f"{eps:g} PGD": _mean_sd([pgd[k] for k in runs]),
                      f"{eps:g} exact": _mean_sd([exact[k] for k in runs]),
                      "PGD − exact (max over seeds)": f"{max(pgd[k] - exact[k] for k in runs):.4f}",
@@ -179,12 +180,11 @@ def sweep_summary(clean: dict[Key, float], pgd: dict[Key, float], exact: dict[Ke
                      if (label, level) in restarts else "–"})
     worst = max(pgd, key=lambda key: pgd[key] - exact[key])
     rankings = []
-    for level in sorted({key[1] for key in pgd}):
-        labels = sorted({key[0] for key in pgd if key[1] == level}, key=lambda l: rank.get(l, len(rank)))
+    for level in sorted({level for _, level in groups}):
+        labels = [label for label, lvl in groups if lvl == level]
         orders = {}
         for name, values in (("PGD", pgd), ("exact", exact)):
-            means = {l: sum(v for k, v in values.items() if k[:2] == (l, level)) /
-                     sum(1 for k in values if k[:2] == (l, level)) for l in labels}
+            means = {l: sum(values[k] for k in groups[(l, level)]) / len(groups[(l, level)]) for l in labels}
             orders[name] = " > ".join(sorted(labels, key=lambda l: -means[l]))
         same = "same order" if orders["PGD"] == orders["exact"] else "**different order**"
         rankings.append(f"noise {level:g}: PGD {orders['PGD']}; exact {orders['exact']} ({same})")

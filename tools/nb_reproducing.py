@@ -88,7 +88,11 @@ other work are slower than they need to be:
 ## Speed benchmarks
 
 Each benchmark in `benchmarks/` measures ratios side by side in one process (same model, data, batch size and
-machine; medians of repeats) and writes its record to `benchmarks/results/`:
+machine; medians of repeats) and writes its record to `benchmarks/results/`. For the evaluator, the record also
+gives the most that skipping work could save: every test point that survives a noise level must take all 100
+steps of both attacks there, so where most points are robust (the Moons models) skipping saves little. Any
+speed beyond that bound comes from running all noise levels as one stacked PGD batch, which amortises the
+per-step cost of a small model over more rows.
 
 ```{glue:md} r_bench
 :format: myst

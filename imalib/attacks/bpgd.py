@@ -12,7 +12,7 @@ from imalib.losses import attack_loss
 from imalib.norms import Clip, Eps, Norm, as_column, ascent_direction, check_norm, clip_box, lp_norm, project_ball, random_in_ball
 
 
-COMPACT_SHARE = 0.25  # drop crossed samples from the working batch once they are this share of it
+COMPACT_SHARE = 0.25  # drop crossed samples from the working batch once they are this share of it (at most 1)
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def bpgd(
             pair_out = torch.where(column, current, pair_out)
             crossed = crossed | newly
             n_crossed = int(crossed.sum())
-            if n_crossed and (not take_step or n_crossed == rows.numel() or n_crossed >= COMPACT_SHARE * rows.numel()):
+            if n_crossed and (not take_step or n_crossed >= COMPACT_SHARE * rows.numel()):
                 leaving = rows[crossed]
                 found[leaving] = True
                 last_correct[leaving] = pair_in[crossed]
