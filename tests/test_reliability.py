@@ -20,11 +20,10 @@ from torch import Tensor, nn
 from imalib.config import PROFILES, ConfigError, RunConfig
 from imalib.data.moons import load_moons
 from imalib.io import CheckpointError, load_torch
-from imalib.margins import MarginStore
-from imalib.methods import CE, IMA
-from imalib.methods.base import BatchContext, BatchSource, Method, StepOutput
+from imalib.checks import NOTEBOOK_SPEC, check_notebook_params, describe
+from imalib.methods import CE, IMA, check_method_params
+from imalib.methods.base import BatchContext, BatchSource, Method, MethodState, StepOutput
 from imalib.models import moons_mlp
-from imalib.params import NOTEBOOK_SPEC, check_method_params, check_notebook_params, describe
 from imalib.profiles import table_configs
 from imalib.runs import run_dir, run_experiment
 from imalib.train import TrainingDiverged, fit, make_optimizer
@@ -64,19 +63,20 @@ class NaNAt:
     snapshot: bytes | None = None
     _ctx: Any = field(default=None, repr=False)
 
-    def make_margins(self, n: int, epochs: int) -> MarginStore | None:
-        return self.inner.make_margins(n, epochs)
+    def init(self, n_train: int, epochs: int) -> MethodState:
+        return self.inner.init(n_train, epochs)
 
-    def end_epoch(self, model: nn.Module, batches: BatchSource, ctx: BatchContext) -> None:
-        self.inner.end_epoch(model, batches, ctx)
+    def end_epoch(self, model: nn.Module, data: BatchSource, state: Any, ctx: BatchContext) -> None:
+        self.inner.end_epoch(model, data, state, ctx)
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext) -> StepOutput:
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: Any,
+                   ctx: BatchContext) -> StepOutput:
         if ctx is not self._ctx:  # fit makes one context per epoch
             self._ctx, self.seen_epoch, self.seen_batch = ctx, self.seen_epoch + 1, 0
             if self.seen_epoch == self.epoch:  # the previous epoch's checkpoint as it is before the failure
                 self.snapshot = self.checkpoint.read_bytes()
         self.seen_batch += 1
-        out = self.inner.batch_loss(model, x, y, idx, ctx)
+        out = self.inner.batch_loss(model, x, y, idx, state, ctx)
         if (self.seen_epoch, self.seen_batch) == (self.epoch, self.batch):
             return StepOutput(out.loss * float("nan"), out.logits, out.terms)
         return out
