@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import interleaved_seconds, record, trained_run
+
 from imalib.config import RunConfig
 from imalib.data import load_splits
 from imalib.data.base import ArrayDataset
@@ -32,6 +32,7 @@ from imalib.models import build_model
 from imalib.norms import Clip
 from imalib.profiles import table_configs
 from imalib.train import fit, make_optimizer, save_checkpoint
+
 
 def trained_ima(config: RunConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(model weights, final margins) of the IMA run ``config``."""

@@ -48,4 +48,28 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_API))
 
 
-__all__ = sorted(_API)
+__all__ = [
+    "BoundaryResult",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "MarginStore",
+    "ResultRecord",
+    "RobustnessResult",
+    "Run",
+    "RunConfig",
+    "TrainingDiverged",
+    "__version__",
+    "bpgd",
+    "build_method",
+    "build_model",
+    "collect",
+    "ddn",
+    "evaluate_robustness",
+    "fit",
+    "load_run",
+    "pgd",
+    "run_experiment",
+    "table_configs",
+    "trades_kl_attack",
+]

@@ -24,10 +24,10 @@ A *spec* describes what one parameter may hold. It is one of
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from imalib.config import PROFILES
 from imalib.errors import ConfigError

@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from imalib.config import DATASETS, NORMS, PROFILES, RunConfig
 from imalib.errors import CheckpointError, ConfigError, DataError, TrainingDiverged

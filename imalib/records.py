@@ -10,9 +10,10 @@ string keys.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from imalib.config import RunConfig
 from imalib.errors import ConfigError
@@ -52,7 +53,7 @@ class EpochLog:
     terms: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, values: Mapping[str, Any], where: str = "history entry") -> "EpochLog":
+    def from_json(cls, values: Mapping[str, Any], where: str = "history entry") -> EpochLog:
         rest = dict(values)
         epoch = _take(rest, "epoch", int, where)
         train_acc = _take(rest, "train_acc", (int, float), where)
@@ -80,7 +81,7 @@ class MarginSummary:
     edges: tuple[float, ...]
 
     @classmethod
-    def from_json(cls, values: Mapping[str, Any], where: str = "margins") -> "MarginSummary":
+    def from_json(cls, values: Mapping[str, Any], where: str = "margins") -> MarginSummary:
         rest = dict(values)
         out = cls(_take(rest, "mean", (int, float), where), tuple(_take(rest, "counts", list, where)),
                   tuple(_take(rest, "edges", list, where)))
@@ -106,7 +107,7 @@ class Environment:
     cuda: str | None
 
     @classmethod
-    def from_json(cls, values: Mapping[str, Any], where: str = "environment") -> "Environment":
+    def from_json(cls, values: Mapping[str, Any], where: str = "environment") -> Environment:
         names = [f.name for f in fields(cls)]
         missing = sorted(set(names) - set(values))
         if missing:
@@ -172,7 +173,7 @@ class ResultRecord:
         return self.accuracy[self.eps.index(eps)]
 
     @classmethod
-    def from_json(cls, values: Mapping[str, Any], where: str = "result record") -> "ResultRecord":
+    def from_json(cls, values: Mapping[str, Any], where: str = "result record") -> ResultRecord:
         """Read a record from the decoded ``result.json``; every field is checked, unknown ones refused."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where} is not an imalib result record; delete it to evaluate that run again")
@@ -237,4 +238,4 @@ def collect(root: str | Path, *, dataset: str | None = None, norm: str | None = 
     return records
 
 
-__all__ = ["EpochLog", "Environment", "MarginSummary", "RESULT_FILE", "ResultRecord", "collect", "read_record"]
+__all__ = ["RESULT_FILE", "Environment", "EpochLog", "MarginSummary", "ResultRecord", "collect", "read_record"]

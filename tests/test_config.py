@@ -33,8 +33,8 @@ def test_attacks_import_torch_only() -> None:
 
 
 def test_method_is_a_name_checked_where_it_is_built() -> None:
-    values = dict(dataset="moons", method="ima", norm="linf", eps=0.3, profile="smoke", epochs=1, batch_size=8,
-                  eval_eps=(0.0, 0.1))
+    values = {"dataset": "moons", "method": "ima", "norm": "linf", "eps": 0.3, "profile": "smoke", "epochs": 1,
+              "batch_size": 8, "eval_eps": (0.0, 0.1)}
     assert RunConfig.from_dict(values).method == "ima"
     with pytest.raises(ConfigError, match="must be a method name"):
         RunConfig.from_dict({**values, "method": "not a name"})
@@ -43,3 +43,11 @@ def test_method_is_a_name_checked_where_it_is_built() -> None:
     for key, bad in (("dataset", "mnist"), ("norm", "l1"), ("profile", "huge"), ("optimizer", "sgd")):
         with pytest.raises(ConfigError, match=f"{key}='{bad}' is not supported"):
             RunConfig.from_dict({**values, key: bad})
+
+
+def test_public_api_resolves_lazily() -> None:
+    import imalib
+
+    assert set(imalib.__all__) == set(imalib._API) | {"__version__"}
+    for name in imalib._API:
+        assert getattr(imalib, name) is not None

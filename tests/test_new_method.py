@@ -9,9 +9,10 @@ else in imalib learns about it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -86,7 +87,7 @@ def test_parameters_come_from_the_fields() -> None:
 
 def test_fit_owns_and_resumes_the_method_state(tmp_path: Path) -> None:
     splits = load_moons(512, 1, 1, seed=0)
-    common: dict[str, Any] = dict(epochs=3, batch_size=128, seed=0, clip=None, progress=False)
+    common: dict[str, Any] = {"epochs": 3, "batch_size": 128, "seed": 0, "clip": None, "progress": False}
     torch.manual_seed(0)
     model = moons_mlp()
     straight = fit(model, GaussNoise(eps=0.1), splits.train, optimizer=make_optimizer(model, "adam", 1e-3, 0.0),

@@ -348,3 +348,40 @@ def test_method_params_checked_by_field_types() -> None:
         check_method_params("adv", {"norm": "l2"})
     with pytest.raises(ConfigError, match=r"method='pgd' is not supported"):
         check_method_params("pgd", {})
+
+
+# ------------------------------------------------------------------------------------ checkpoint formats
+
+
+def test_first_format_checkpoint_resumes_and_unknown_format_is_refused(tmp_path: Path) -> None:
+    """A checkpoint written before methods owned their state ("margins" in place of "method_state") resumes
+    bit-identically; a checkpoint of an unknown format gets one line that says to restart the run."""
+    splits = load_moons(1000, 10, 10, seed=0)
+    method = IMA(eps=0.3, margin_mode="fused")
+    common: dict[str, Any] = dict(epochs=2, batch_size=128, seed=0, clip=None, progress=False)
+    model_a, optimizer_a = fresh(0)
+    straight = fit(model_a, method, splits.train, optimizer=optimizer_a, **common)
+
+    model_b, optimizer_b = fresh(0)
+    fit(model_b, method, splits.train, optimizer=optimizer_b, checkpoint=tmp_path / "new.pt",
+        stop_after_batches=splits.train.n_batches(128) + 1, **common)
+    state = load_torch(tmp_path / "new.pt")
+    assert state["format"] == 2 and set(state) == {"format", "model", "optimizer", "method_state", "epoch", "history"}
+    old = {"model": state["model"], "optimizer": state["optimizer"], "margins": state["method_state"]["margins"],
+           "epoch": state["epoch"], "history": state["history"]}
+    torch.save(old, tmp_path / "old.pt")
+    model_c, optimizer_c = fresh(7)
+    resumed = fit(model_c, method, splits.train, optimizer=optimizer_c, checkpoint=tmp_path / "old.pt", **common)
+    assert all(torch.equal(a, c) for a, c in zip(model_a.state_dict().values(), model_c.state_dict().values()))
+    assert straight.margins is not None and resumed.margins is not None
+    assert torch.equal(straight.margins.values, resumed.margins.values)
+
+    torch.save({**state, "format": 99}, tmp_path / "future.pt")
+    model_d, optimizer_d = fresh(0)
+    with pytest.raises(CheckpointError) as info:
+        fit(model_d, method, splits.train, optimizer=optimizer_d, checkpoint=tmp_path / "future.pt", **common)
+    assert "format 99" in str(info.value) and "start that run again" in str(info.value)
+    assert "\n" not in str(info.value)
+    torch.save({**state, "method_state": {}}, tmp_path / "other.pt")  # e.g. a ce checkpoint given to IMA
+    with pytest.raises(CheckpointError, match="from another run.*start that run again"):
+        fit(model_d, method, splits.train, optimizer=optimizer_d, checkpoint=tmp_path / "other.pt", **common)

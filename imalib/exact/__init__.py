@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -240,6 +240,22 @@ def exact_linf_distance(
                                 deepen=deepen, threads=threads).upper
 
 
-__all__ = ["BOX_PAD", "CERTIFY_ATOL", "CHUNK", "Certify", "DEEPEN_LEVELS", "DEFAULT_RESOLUTION", "DistanceBounds",
-           "ExactResult", "GRADIENT_SAFETY", "OFFSET_ATOL", "SEARCH_THREADS", "TOP_CELL", "affine_margin_lower",
-           "bound_layers", "exact_linf_distance", "exact_linf_robust", "linf_distance_bounds"]
+__all__ = [
+    "BOX_PAD",
+    "CERTIFY_ATOL",
+    "CHUNK",
+    "DEEPEN_LEVELS",
+    "DEFAULT_RESOLUTION",
+    "GRADIENT_SAFETY",
+    "OFFSET_ATOL",
+    "SEARCH_THREADS",
+    "TOP_CELL",
+    "Certify",
+    "DistanceBounds",
+    "ExactResult",
+    "affine_margin_lower",
+    "bound_layers",
+    "exact_linf_distance",
+    "exact_linf_robust",
+    "linf_distance_bounds",
+]

@@ -9,8 +9,9 @@ verdicts still open get a few more generations ("deepening").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch

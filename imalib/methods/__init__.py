@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import typing
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from imalib.checks import check_value
 from imalib.errors import ConfigError
@@ -123,6 +124,22 @@ def build_method(name: str, *, eps: float, norm: str, params: Mapping[str, Any] 
         raise ConfigError(f"bad parameters for method {name!r}: {error}") from None
 
 
-__all__ = ["AdvEps", "BatchContext", "CE", "DDN", "IMA", "METHODS", "MMA", "Method", "MethodState", "RandEps",
-           "StepOutput", "Trades", "build_method", "check_method_params", "method_class",
-           "method_param_spec", "takes_eps"]
+__all__ = [
+    "CE",
+    "DDN",
+    "IMA",
+    "METHODS",
+    "MMA",
+    "AdvEps",
+    "BatchContext",
+    "Method",
+    "MethodState",
+    "RandEps",
+    "StepOutput",
+    "Trades",
+    "build_method",
+    "check_method_params",
+    "method_class",
+    "method_param_spec",
+    "takes_eps",
+]

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from imalib.attacks.pgd import pgd
-from imalib.methods.base import BatchContext, NoState, StatelessMethod, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    NoState,
+    StatelessMethod,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import Norm
 
 

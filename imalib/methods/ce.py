@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from imalib.methods.base import BatchContext, NoState, StatelessMethod, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    NoState,
+    StatelessMethod,
+    StepOutput,
+    ce_sum,
+)
 
 
 @dataclass(frozen=True)

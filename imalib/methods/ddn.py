@@ -9,7 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from imalib.attacks.ddn import ddn
-from imalib.methods.base import BatchContext, NoState, StatelessMethod, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    NoState,
+    StatelessMethod,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import project_ball
 
 

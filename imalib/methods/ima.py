@@ -10,7 +10,13 @@ from torch import Tensor, nn
 
 from imalib.attacks.bpgd import BoundaryResult, bpgd
 from imalib.margins import MarginStore
-from imalib.methods.base import BatchContext, BatchSource, MarginState, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    BatchSource,
+    MarginState,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import Norm
 
 MarginMode = Literal["paper", "fused"]

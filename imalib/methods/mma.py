@@ -12,8 +12,14 @@ from imalib.attacks.pgd import pgd
 from imalib.context import frozen_eval
 from imalib.losses import soft_margin
 from imalib.margins import MarginStore
-from imalib.methods.base import BatchContext, BatchSource, MarginState, StepOutput, ce_sum
-from imalib.norms import Clip, as_column, clip_box, Norm
+from imalib.methods.base import (
+    BatchContext,
+    BatchSource,
+    MarginState,
+    StepOutput,
+    ce_sum,
+)
+from imalib.norms import Clip, Norm, as_column, clip_box
 
 
 @torch.no_grad()

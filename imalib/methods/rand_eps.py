@@ -7,7 +7,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from imalib.methods.base import BatchContext, NoState, StatelessMethod, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    NoState,
+    StatelessMethod,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import clip_box
 
 

@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imalib.attacks.trades_kl import trades_kl_attack
-from imalib.methods.base import BatchContext, NoState, StatelessMethod, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    NoState,
+    StatelessMethod,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import Norm
 
 
