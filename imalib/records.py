@@ -94,7 +94,11 @@ class MarginSummary:
 
 @dataclass(frozen=True)
 class Environment:
-    """Library versions and hardware of the machine that produced the record."""
+    """Library versions and hardware of the machine that produced the record.
+
+    The nine fields every record has are typed; what a newer imalib records
+    besides (e.g. GPU numerics flags) is kept, unchanged, in ``extra``.
+    """
 
     python: str
     torch: str
@@ -105,19 +109,21 @@ class Environment:
     cpu_count: int | None
     torch_threads: int
     cuda: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any], where: str = "environment") -> Environment:
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name != "extra"]
         missing = sorted(set(names) - set(values))
         if missing:
             raise ConfigError(f"{where} lacks {missing}; delete the record to evaluate that run again")
-        rest = {key: value for key, value in values.items() if key not in names}
-        _no_extra(rest, where)
-        return cls(**{name: values[name] for name in names})
+        extra = {key: value for key, value in values.items() if key not in names}
+        return cls(**{name: values[name] for name in names}, extra=extra)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,8 @@ class ResultRecord:
     (robust accuracy per evaluation eps, its monotone envelope, and where it
     rises: a gradient-masking sign); ``history`` is the training log;
     ``margins`` the final margin store (None without one). ``eval_protocol``
-    is absent (None) in records written before it was recorded.
+    and ``device`` are absent (None) in records written before they were
+    recorded.
     """
 
     dataset: str
@@ -153,6 +160,7 @@ class ResultRecord:
     environment: Environment
     seconds_note: str
     eval_protocol: str | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.eps)
@@ -192,9 +200,10 @@ class ResultRecord:
         margins = None if margins_json is None else MarginSummary.from_json(margins_json, f"{where} margins")
         environment = Environment.from_json(_take(rest, "environment", dict, where), f"{where} environment")
         protocol = _take(rest, "eval_protocol", str, where) if "eval_protocol" in rest else None
+        device = _take(rest, "device", str, where) if "device" in rest else None
         _no_extra(rest, where)
         return cls(**text, **numbers, **seconds, **series, config=config, history=history,  # type: ignore[arg-type]
-                   margins=margins, environment=environment, eval_protocol=protocol)
+                   margins=margins, environment=environment, eval_protocol=protocol, device=device)
 
     def to_json(self) -> dict[str, Any]:
         """The record as ``result.json`` holds it (the inverse of :meth:`from_json`)."""
@@ -210,6 +219,8 @@ class ResultRecord:
         }
         if self.eval_protocol is not None:
             out["eval_protocol"] = self.eval_protocol
+        if self.device is not None:
+            out["device"] = self.device
         return out
 
 

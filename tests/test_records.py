@@ -56,6 +56,16 @@ def test_collect_filters() -> None:
     assert len(collect(RESULTS, dataset="svhn")) == 0
 
 
+def test_fields_a_newer_record_adds_are_kept() -> None:
+    """A record with the device it ran on and more environment flags (as the GPU work records) round-trips."""
+    values = json.loads(COMMITTED[0].read_text())
+    values["device"] = "cuda:0"
+    values["environment"].update(cuda_version="13.0", evaluation_tf32=False)
+    record = ResultRecord.from_json(values)
+    assert record.device == "cuda:0" and record.environment.extra == {"cuda_version": "13.0", "evaluation_tf32": False}
+    assert canonical(record.to_json()) == canonical(values)
+
+
 def _one() -> dict[str, object]:
     return json.loads(COMMITTED[0].read_text())
 
@@ -66,6 +76,7 @@ def _one() -> dict[str, object]:
     (lambda v: v.update(seed="0"), "seed='0' has type str"),
     (lambda v: v.update(accuracy=[0.5]), "differ in length"),
     (lambda v: v["environment"].pop("torch"), "lacks ['torch']"),  # type: ignore[attr-defined]
+    (lambda v: v.update(device=0), "device=0 has type int"),
     (lambda v: v["history"][0].update(ce="x"), "loss term ce='x'"),  # type: ignore[index]
 ])
 def test_bad_records_fail_with_one_clear_line(change, fragment: str, tmp_path: Path) -> None:
