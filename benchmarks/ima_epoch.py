@@ -20,17 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import interleaved_seconds, record, trained_run
+
 from imalib.config import RunConfig
 from imalib.data import load_splits
 from imalib.data.base import ArrayDataset
-from imalib.io import load_torch, save_torch
+from imalib.io import load_state, load_torch
 from imalib.methods import AdvEps, Method, build_method
+from imalib.methods.base import MarginState
 from imalib.models import build_model
 from imalib.norms import Clip
 from imalib.profiles import table_configs
-from imalib.train import fit, make_optimizer
+from imalib.train import fit, make_optimizer, save_checkpoint
+
 
 def trained_ima(config: RunConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(model weights, final margins) of the IMA run ``config``."""
@@ -42,15 +44,15 @@ def one_epoch(config: RunConfig, weights: dict[str, torch.Tensor], margins: torc
               data: ArrayDataset, clip: Clip) -> None:
     """The last epoch of ``config``'s schedule, resumed from ``weights`` and ``margins`` through a checkpoint."""
     model = build_model(config.dataset)
+    load_state(model, weights, Path("model.pt"))
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
-    store = method.make_margins(len(data), config.epochs)
-    if store is not None and margins is not None:
-        store.values = margins.clone()
+    state = method.init(len(data), config.epochs)
+    if isinstance(state, MarginState) and margins is not None:
+        state.start_from(margins)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "checkpoint.pt"
-        save_torch(checkpoint, {"model": weights, "optimizer": optimizer.state_dict(),
-                                "margins": store.state_dict() if store is not None else None,
-                                "epoch": config.epochs - 1, "history": []})
+        save_checkpoint(checkpoint, model=model, optimizer=optimizer, state=state, epoch=config.epochs - 1,
+                        history=[])
         fit(model, method, data, epochs=config.epochs, batch_size=config.batch_size, optimizer=optimizer,
             seed=config.seed, clip=clip, checkpoint=checkpoint, progress=False)
 

@@ -2,23 +2,74 @@
 
 The public API: attacks (:func:`pgd`, :func:`bpgd`), the margin store, the
 training methods and the one :func:`fit` loop, the paper's evaluation, and run
-directories that tie a frozen :class:`RunConfig` to its results.
+directories that tie a frozen :class:`RunConfig` to its typed result records.
+
+Every name is imported on first use, so ``import imalib.attacks`` costs torch
+alone and ``python -m imalib --help`` needs no torch at all.
 """
 
-from imalib.attacks import BoundaryResult, bpgd, ddn, pgd, trades_kl_attack
-from imalib.config import ConfigError, RunConfig
-from imalib.evaluate import RobustnessResult, evaluate_robustness
-from imalib.margins import MarginStore
-from imalib.methods import build_method
-from imalib.models import build_model
-from imalib.profiles import table_configs
-from imalib.runs import Run, load_run, run_experiment
-from imalib.train import TrainingDiverged, fit
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it
+_API: dict[str, str] = {
+    "BoundaryResult": "imalib.attacks", "bpgd": "imalib.attacks", "ddn": "imalib.attacks", "pgd": "imalib.attacks",
+    "trades_kl_attack": "imalib.attacks",
+    "CheckpointError": "imalib.errors", "ConfigError": "imalib.errors", "DataError": "imalib.errors",
+    "TrainingDiverged": "imalib.errors",
+    "RunConfig": "imalib.config",
+    "RobustnessResult": "imalib.evaluate", "evaluate_robustness": "imalib.evaluate",
+    "MarginStore": "imalib.margins",
+    "build_method": "imalib.methods",
+    "build_model": "imalib.models",
+    "table_configs": "imalib.profiles",
+    "ResultRecord": "imalib.records", "collect": "imalib.records",
+    "Run": "imalib.runs", "load_run": "imalib.runs", "run_experiment": "imalib.runs",
+    "fit": "imalib.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    if importlib.util.find_spec(f"imalib.{name}") is not None:  # a submodule, as an attribute
+        return importlib.import_module(f"imalib.{name}")
+    raise AttributeError(f"module 'imalib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
+
 __all__ = [
-    "BoundaryResult", "ConfigError", "MarginStore", "RobustnessResult", "Run", "RunConfig", "TrainingDiverged",
-    "bpgd", "build_method", "build_model", "ddn", "evaluate_robustness", "fit", "load_run", "pgd",
-    "run_experiment", "table_configs", "trades_kl_attack",
+    "BoundaryResult",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "MarginStore",
+    "ResultRecord",
+    "RobustnessResult",
+    "Run",
+    "RunConfig",
+    "TrainingDiverged",
+    "__version__",
+    "bpgd",
+    "build_method",
+    "build_model",
+    "collect",
+    "ddn",
+    "evaluate_robustness",
+    "fit",
+    "load_run",
+    "pgd",
+    "run_experiment",
+    "table_configs",
+    "trades_kl_attack",
 ]

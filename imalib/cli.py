@@ -18,26 +18,27 @@ the output folder except what a resumable run keeps on purpose (its
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from imalib.config import DATASETS, NORMS, PROFILES, RunConfig
+from imalib.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from imalib.methods import METHODS
 
-from imalib.config import DATASETS, PROFILES, ConfigError, RunConfig
-from imalib.data.base import DataError
-from imalib.io import CheckpointError
-from imalib.norms import NORMS
-from imalib.params import check_method_params
-from imalib.profiles import TABLE_ROWS, table_configs
-from imalib.train import TrainingDiverged
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from imalib.records import ResultRecord
+
+# Nothing heavier than the configuration is imported here: ``imalib --help`` needs no torch. Each command
+# imports what it runs.
 
 # The failures a user can cause (or fix) without touching the code: reported in one line, exit status 2.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError, TrainingDiverged,
                                                      OSError, ValueError)
-METHOD_NAMES: tuple[str, ...] = ("ima", "mma", "trades", "adv", "rand", "ddn", "ce")
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -87,11 +88,13 @@ def _check_device(device: str) -> None:
         raise ConfigError(f"device={device!r} was asked for but MPS is not available here: use --device cpu")
 
 
-def _default_eps(dataset: str, norm: str, method: str) -> float:
-    """The training eps of ``method``'s row in the paper's table, if there is exactly one."""
-    values = sorted({eps for name, eps in TABLE_ROWS[(dataset, norm)] if name == method})
-    if method == "ce":
+def _default_eps(rows: Sequence[RunConfig], dataset: str, norm: str, method: str) -> float:
+    """The training eps of ``method``'s row in the paper's table (``rows``), if there is exactly one."""
+    from imalib.methods import takes_eps
+
+    if not takes_eps(method):
         return 0.0
+    values = sorted({row.eps for row in rows if row.method == method})
     if len(values) == 1:
         return values[0]
     if not values:
@@ -102,38 +105,35 @@ def _default_eps(dataset: str, norm: str, method: str) -> float:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Build and validate the RunConfig that the selection flags describe.
+    """Build and validate the RunConfig that the selection flags describe: the one validation path.
 
-    The profile's scale and the evaluation eps come from :func:`table_configs`
-    for (dataset, norm); ``--eps``, ``--epochs``, ``--batch-size``,
-    ``--n-train``, ``--n-test`` and ``--param`` override it. Everything is
-    checked here, before any data is read or any file written.
+    parse -> :func:`table_configs` (dataset, norm, profile, seed) -> ``replace``
+    (eps, scale overrides, method parameters) -> :func:`build_method` (method
+    name, eps, norm and parameters). Everything is checked here, before any
+    data is read or any file written.
     """
-    from imalib.methods import build_method
+    from imalib.methods import build_method, method_class
+    from imalib.profiles import table_configs
 
     _choice("dataset", args.dataset, DATASETS)
     _choice("norm", args.norm, NORMS)
     _choice("profile", args.profile, PROFILES)
-    _choice("method", args.method, METHOD_NAMES)
-    if args.seed < 0:
-        raise ConfigError(f"seed={args.seed} must be a non-negative integer")
-    params = check_method_params(args.method, parse_params(args.param))
+    method_class(args.method)
     rows = table_configs(args.dataset, args.norm, args.profile, seed=args.seed)
-    eps = _default_eps(args.dataset, args.norm, args.method) if args.eps is None else args.eps
-    if args.method == "ce" and eps != 0:
-        raise ConfigError(f"eps={eps!r}: method 'ce' trains without noise, so its eps must be 0 (leave --eps out)")
+    eps = _default_eps(rows, args.dataset, args.norm, args.method) if args.eps is None else args.eps
     same_method = [row for row in rows if row.method == args.method]
     same_row = [row for row in same_method if row.eps == eps]
     # The optimizer belongs to the table row (AdamW only for COVID-19's 'ce'); otherwise the first (Adam) row.
-    base = (same_row or same_method or [row for row in rows if row.method != "ce"])[0]
-    changes: dict[str, Any] = {"method": args.method, "eps": eps, "method_params": params}
+    base = (same_row or same_method or [row for row in rows if row.optimizer == "adam"])[0]
+    changes: dict[str, Any] = {"method": args.method, "eps": eps, "method_params": parse_params(args.param)}
     for name in ("epochs", "batch_size", "n_train", "n_test"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
     config = base.replace(**changes)
-    build_method(config.method, eps=config.eps, norm=config.norm, params=dict(config.method_params))
-    return config
+    method = build_method(config.method, eps=config.eps, norm=config.norm, params=dict(config.method_params))
+    # the parameters as the method holds them (an int given for a float parameter becomes a float)
+    return config.replace(method_params={name: getattr(method, name) for name, _ in config.method_params})
 
 
 def check_output(root: Path) -> None:
@@ -167,14 +167,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _accuracy_frame(result: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame({"eps": result["eps"], "accuracy": result["accuracy"], "envelope": result["envelope"],
-                         "rises": result["rises"]})
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained run (a directory, or the run the selection flags name) and print its table."""
-    from imalib.runs import evaluate_run, run_dir
+    from imalib.runs import evaluate_run, load_robustness, run_dir
 
     if args.run_dir is not None:
         if args.dataset is not None or args.method is not None:
@@ -188,63 +183,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_device(args.device)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; train it first with 'imalib train'")
-    result = evaluate_run(path, data_root=args.data_root, device=args.device)
-    print(f"{result['label']} on {result['dataset']}/{result['norm']} (profile {result['profile']}, "
-          f"seed {result['seed']}, n_test {result['n_test']}): {path}")
-    print(_accuracy_frame(result).to_string(index=False, formatters={
+    record = evaluate_run(path, data_root=args.data_root, device=args.device)
+    print(f"{record.label} on {record.dataset}/{record.norm} (profile {record.profile}, "
+          f"seed {record.seed}, n_test {record.n_test}): {path}")
+    print(load_robustness(path).to_frame().to_string(index=False, formatters={
         "eps": lambda v: f"{v:g}", "accuracy": lambda v: f"{v:.4f}", "envelope": lambda v: f"{v:.4f}"}))
     return 0
 
 
-def collect_results(root: Path, dataset: str | None = None, norm: str | None = None) -> list[dict[str, Any]]:
-    """Every result record under ``root`` (optionally one dataset / norm), sorted by path."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"results root {root} does not exist or is not a directory")
-    results = []
-    for file in sorted(root.rglob("result.json")):
-        try:
-            record = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{file} is not valid JSON ({error}); delete it to evaluate that run again") from None
-        if not isinstance(record, dict) or not {"dataset", "norm", "label", "eps", "accuracy"} <= set(record):
-            raise ValueError(f"{file} is not an imalib result record; delete it to evaluate that run again")
-        if (dataset is None or record["dataset"] == dataset) and (norm is None or record["norm"] == norm):
-            results.append(record)
-    return results
-
-
 def _row_order(dataset: str, norm: str, label: str) -> tuple[int, str]:
-    labels = [f"{m}{e:g}" if m in ("adv", "rand") else m for m, e in TABLE_ROWS.get((dataset, norm), ())]
+    from imalib.profiles import table_configs
+
+    try:
+        labels = [row.label for row in table_configs(dataset, norm, "smoke")]
+    except ConfigError:  # no paper table for this pair: alphabetical
+        labels = []
     return (labels.index(label) if label in labels else len(labels), label)
 
 
-def report_tables(results: list[dict[str, Any]]) -> list[tuple[str, pd.DataFrame]]:
+def report_tables(records: Sequence[ResultRecord]) -> list[tuple[str, pd.DataFrame]]:
     """One (caption, table) per (dataset, norm, profile): methods as rows, eps as columns, accuracy in %.
 
     A value marked ``*`` is higher than the one at the previous eps (a sign of
     gradient masking). Two records with the same label (other seeds or
     parameters) get their seed and config hash appended to the row name.
+    (To move into imalib/tables.py beside the book's tables.)
     """
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for record in results:
-        groups.setdefault((record["dataset"], record["norm"], record.get("profile", "?")), []).append(record)
+    import pandas as pd
+
+    groups: dict[tuple[str, str, str], list[ResultRecord]] = {}
+    for record in records:
+        groups.setdefault((record.dataset, record.norm, record.profile), []).append(record)
     tables = []
-    for (dataset, norm, profile), records in sorted(groups.items()):
-        records = sorted(records, key=lambda r: (_row_order(dataset, norm, r["label"]), r.get("seed", 0)))
-        labels = [r["label"] for r in records]
+    for (dataset, norm, profile), group in sorted(groups.items()):
+        group = sorted(group, key=lambda r: (_row_order(dataset, norm, r.label), r.seed))
+        labels = [r.label for r in group]
         rows: dict[str, dict[str, str]] = {}
-        for record in records:
-            name = record["label"]
+        for record in group:
+            name = record.label
             if labels.count(name) > 1:
-                name = f"{name} (seed {record.get('seed')}, {str(record.get('config_hash', ''))[:6]})"
-            rises = record.get("rises") or [False] * len(record["eps"])
+                name = f"{name} (seed {record.seed}, {record.config_hash[:6]})"
             rows[name] = {f"{eps:g}": f"{100 * acc:.1f}" + ("*" if rise else "")
-                          for eps, acc, rise in zip(record["eps"], record["accuracy"], rises)}
+                          for eps, acc, rise in zip(record.eps, record.accuracy, record.rises)}
         frame = pd.DataFrame.from_dict(rows, orient="index")
         frame = frame[sorted(frame.columns, key=float)].fillna("")
         frame.index.name = "method"
-        n_tests = sorted({r.get("n_test") for r in records}, key=str)
-        steps = sorted({r.get("config", {}).get("eval_steps") for r in records}, key=str)
+        n_tests = sorted({r.n_test for r in group}, key=str)
+        steps = sorted({r.config.eval_steps for r in group}, key=str)
         caption = (f"{dataset} / {norm}: robust accuracy (%) by eps; profile {profile}, "
                    f"n_test {'/'.join(map(str, n_tests))}, PGD steps {'/'.join(map(str, steps))}")
         if any("*" in value for row in rows.values() for value in row.values()):
@@ -255,17 +240,19 @@ def report_tables(results: list[dict[str, Any]]) -> list[tuple[str, pd.DataFrame
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the tables of every evaluated run under the results root."""
+    from imalib.records import collect
+
     if args.dataset is not None:
         _choice("dataset", args.dataset, DATASETS)
     if args.norm is not None:
         _choice("norm", args.norm, NORMS)
     root = Path(args.output)
-    results = collect_results(root, args.dataset, args.norm)
-    if not results:
+    records = collect(root, dataset=args.dataset, norm=args.norm)
+    if not records:
         which = " ".join(f"{k}={v}" for k, v in (("dataset", args.dataset), ("norm", args.norm)) if v)
         raise FileNotFoundError(f"no result.json under {root}{' for ' + which if which else ''}; "
                                 f"run 'imalib train' and 'imalib evaluate' first")
-    for number, (caption, frame) in enumerate(report_tables(results)):
+    for number, (caption, frame) in enumerate(report_tables(records)):
         if number:
             print()
         print(caption)
@@ -277,7 +264,7 @@ def _add_selection(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """The flags that name one run: dataset, method, norm, eps, profile, seed and overrides."""
     parser.add_argument("--dataset", required=required, metavar="{" + ",".join(DATASETS) + "}",
                         help="the dataset (section 3 of the paper)")
-    parser.add_argument("--method", required=required, metavar="{" + ",".join(METHOD_NAMES) + "}",
+    parser.add_argument("--method", required=required, metavar="{" + ",".join(METHODS) + "}",
                         help="the training method")
     parser.add_argument("--norm", default="linf", metavar="{" + ",".join(NORMS) + "}",
                         help="the noise norm (default: linf)")
@@ -354,5 +341,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-__all__ = ["build_parser", "check_output", "collect_results", "config_from_args", "main", "parse_params",
-           "parse_value", "report_tables"]
+__all__ = ["build_parser", "check_output", "config_from_args", "main", "parse_params", "parse_value", "report_tables"]

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from imalib.errors import CheckpointError
+
 
 def _atomic(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,10 +37,6 @@ def write_json(path: Path, data: Any) -> None:
 def save_torch(path: Path, obj: Any) -> None:
     """torch.save through a temporary file and a rename."""
     _atomic(Path(path), lambda stream: torch.save(obj, stream))
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used; the message says why and what to do."""
 
 
 def load_torch(path: Path) -> Any:

@@ -21,46 +21,69 @@ from typing import Any
 import torch
 from torch import nn
 
-from imalib.config import ConfigError, RunConfig
-from imalib.data import load_splits
-from imalib.evaluate import evaluate_robustness
-from imalib.io import CheckpointError, load_state, load_torch, save_torch, write_json
+from imalib.config import RunConfig
+from imalib.data import Splits, load_splits
+from imalib.errors import CheckpointError, ConfigError
+from imalib.evaluate import RobustnessResult, evaluate_robustness
+from imalib.io import load_state, load_torch, save_torch, write_json
 from imalib.methods import build_method
 from imalib.models import build_model
-from imalib.train import fit, make_optimizer
+from imalib.records import RESULT_FILE, Environment, ResultRecord, read_record
+from imalib.train import TrainResult, fit, make_optimizer
+
+EVAL_PROTOCOL = ("first-misclassified: each PGD run stops a sample at its first misclassified iterate "
+                 "(never weaker than judging the final iterate, as the paper's advertorch loop did)")
+SECONDS_NOTE = "measured on the machine in 'environment'; train_seconds excludes evaluation"
 
 
 @dataclass
 class Run:
-    """A finished run: the trained model, its configuration and its result record."""
+    """A finished run: the trained model, its configuration and its typed result record."""
 
     path: Path
     model: nn.Module
     config: RunConfig
-    result: dict[str, Any]
+    record: ResultRecord
     has_weights: bool = True
 
     @property
+    def result(self) -> dict[str, Any]:
+        """COMPATIBILITY (remove once the book reads ``run.record``): the record as the ``result.json`` dict."""
+        return self.record.to_json()
+
+    @property
     def margins(self) -> torch.Tensor | None:
-        file = self.path / "margins.pt"
-        return load_torch(file) if file.exists() else None
+        """COMPATIBILITY (remove once the book calls :func:`load_margins`): the final margins, read from disk."""
+        return load_margins(self)
+
+
+def load_margins(run: Run) -> torch.Tensor | None:
+    """The final margin store of ``run`` (IMA, MMA) from its ``margins.pt``, or None."""
+    file = run.path / "margins.pt"
+    return load_torch(file) if file.exists() else None
 
 
 def run_dir(config: RunConfig, results_root: str | Path) -> Path:
     return Path(results_root) / config.dataset / f"{config.label}-{config.norm}-{config.hash()}"
 
 
-def environment() -> dict[str, Any]:
+def splits_of(config: RunConfig, data_root: str | Path | None = None) -> Splits:
+    """The data of run ``config``: the only place a run's splits are derived from its configuration."""
+    return load_splits(config.dataset, root=data_root, n_train=config.n_train, n_test=config.n_test,
+                       seed=config.seed, params=dict(config.data_params))
+
+
+def environment() -> Environment:
     """Library versions and hardware, recorded with every result."""
     import numpy
     import sklearn
 
-    return {
-        "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-        "sklearn": sklearn.__version__, "machine": platform.machine(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    return Environment(
+        python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
+        sklearn=sklearn.__version__, machine=platform.machine(), processor=platform.processor(),
+        cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+        cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    )
 
 
 def _check_writable(path: Path) -> None:
@@ -75,20 +98,13 @@ def _check_writable(path: Path) -> None:
                               f"output directory")
 
 
-def train_run(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-              device: str = "cpu", progress: bool = True) -> Path:
-    """Train ``config`` into its run directory (resuming from ``checkpoint.pt``); returns the directory.
+def _is_trained(path: Path) -> bool:
+    return (path / "train.json").exists() and (path / "model.pt").exists()
 
-    Writes ``config.json`` first, ``checkpoint.pt`` after every epoch, then
-    ``model.pt``, ``margins.pt`` (IMA / MMA) and ``train.json`` (the per-epoch
-    log). A run whose ``train.json`` exists is not trained again.
-    """
-    path = run_dir(config, results_root)
-    if (path / "train.json").exists() and (path / "model.pt").exists():
-        return path
+
+def _train(config: RunConfig, path: Path, splits: Splits, *, device: str, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``config`` on ``splits`` into ``path``; returns the trained model (on the CPU) and the train log."""
     _check_writable(path)
-    splits = load_splits(config.dataset, root=data_root, n_train=config.n_train, n_test=config.n_test,
-                         seed=config.seed, params=dict(config.data_params))
     method = build_method(config.method, eps=config.eps, norm=config.norm, params=dict(config.method_params))
     torch.manual_seed(config.seed)
     model = build_model(config.dataset).to(device)
@@ -97,9 +113,9 @@ def train_run(config: RunConfig, *, results_root: str | Path = "results", data_r
     for leftover in path.glob(".*.tmp"):  # a temporary file from a write that a kill interrupted
         leftover.unlink()
     write_json(path / "config.json", config.to_dict())
-    trained = fit(model, method, splits.train, epochs=config.epochs, batch_size=config.batch_size,
-                  optimizer=optimizer, seed=config.seed, clip=splits.clip, device=device,
-                  checkpoint=path / "checkpoint.pt", progress=progress)
+    trained: TrainResult = fit(model, method, splits.train, epochs=config.epochs, batch_size=config.batch_size,
+                               optimizer=optimizer, seed=config.seed, clip=splits.clip, device=device,
+                               checkpoint=path / "checkpoint.pt", progress=progress)
     save_torch(path / "model.pt", model.to("cpu").state_dict())
     log: dict[str, Any] = {"history": trained.history, "data": splits.note, "n_train": len(splits.train),
                            "train_seconds": sum(entry["seconds"] for entry in trained.history)}
@@ -112,70 +128,110 @@ def train_run(config: RunConfig, *, results_root: str | Path = "results", data_r
     checkpoint = path / "checkpoint.pt"
     if checkpoint.exists():
         checkpoint.unlink()
+    return model, log
+
+
+def train_run(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
+              device: str = "cpu", progress: bool = True) -> Path:
+    """Train ``config`` into its run directory (resuming from ``checkpoint.pt``); returns the directory.
+
+    Writes ``config.json`` first, ``checkpoint.pt`` after every epoch, then
+    ``model.pt``, ``margins.pt`` (IMA / MMA) and ``train.json`` (the per-epoch
+    log). A run whose ``train.json`` exists is not trained again.
+    """
+    path = run_dir(config, results_root)
+    if not _is_trained(path):
+        _check_writable(path)
+        _train(config, path, splits_of(config, data_root), device=device, progress=progress)
     return path
 
 
-def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically)."""
-    path = Path(path)
+def _load_trained(path: Path) -> tuple[RunConfig, nn.Module, dict[str, Any]]:
+    """The configuration, the trained model (on the CPU) and the train log of a trained run directory."""
     if not (path / "train.json").exists():
         raise FileNotFoundError(f"{path} holds no trained model (no train.json); train it first")
     config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
     log = json.loads((path / "train.json").read_text())
     model = build_model(config.dataset)
     load_state(model, load_torch(path / "model.pt"), path / "model.pt")
+    return config, model, log
+
+
+def _evaluate(path: Path, config: RunConfig, model: nn.Module, log: dict[str, Any], splits: Splits, *,
+              device: str) -> ResultRecord:
+    """The paper's evaluation of ``model`` on ``splits.test``; writes ``robust.pt`` and then ``result.json``."""
     model.to(device).eval()
-    splits = load_splits(config.dataset, root=data_root, n_train=config.n_train, n_test=config.n_test,
-                         seed=config.seed, params=dict(config.data_params))
     x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
-    robustness = evaluate_robustness(model, x_test, y_test, norm=config.norm, eps_list=config.eval_eps,  # type: ignore[arg-type]
+    robustness = evaluate_robustness(model, x_test, y_test, norm=config.norm, eps_list=config.eval_eps,
                                      steps=config.eval_steps, clip=splits.clip, batch_size=config.eval_batch,
                                      seed=config.seed)
-    result: dict[str, Any] = {
+    record = ResultRecord.from_json({
         "dataset": config.dataset, "method": config.method, "label": config.label, "norm": config.norm,
         "profile": config.profile, "seed": config.seed, "config_hash": config.hash(), "config": config.to_dict(),
         "data": splits.note, "n_train": log["n_train"], "n_test": len(splits.test),
         "eps": list(robustness.eps), "accuracy": robustness.accuracy, "envelope": robustness.envelope,
         "rises": robustness.rises, "history": log["history"], "margins": log.get("margins"),
-        "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds, "environment": environment(),
-        "eval_protocol": ("first-misclassified: each PGD run stops a sample at its first misclassified iterate "
-                          "(never weaker than judging the final iterate, as the paper's advertorch loop did)"),
-        "seconds_note": "measured on the machine in 'environment'; train_seconds excludes evaluation",
-    }
+        "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds,
+        "environment": environment().to_json(), "eval_protocol": EVAL_PROTOCOL, "seconds_note": SECONDS_NOTE,
+    })
     save_torch(path / "robust.pt", robustness.robust)
-    write_json(path / "result.json", result)
-    return result
+    write_json(path / RESULT_FILE, record.to_json())
+    return record
+
+
+def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "cpu") -> ResultRecord:
+    """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically)."""
+    path = Path(path)
+    config, model, log = _load_trained(path)
+    return _evaluate(path, config, model, log, splits_of(config, data_root), device=device)
+
+
+def load_robustness(path: str | Path) -> RobustnessResult:
+    """The per-sample outcomes of an evaluated run (``robust.pt`` with its record's eps and timing)."""
+    path = Path(path)
+    record = read_record(path / RESULT_FILE)
+    robust = load_torch(path / "robust.pt")
+    return RobustnessResult(eps=record.eps, robust=robust, norm=record.norm, seconds=record.eval_seconds)
 
 
 def run_experiment(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
                    device: str = "cpu", force: bool = False, progress: bool = True) -> Run:
     """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it.
 
-    ``force=True`` deletes the run directory first and starts from scratch.
+    The data is loaded once and the trained model stays in memory from training
+    to evaluation (the files are still written, as by :func:`train_run` and
+    :func:`evaluate_run`). ``force=True`` deletes the run directory first and
+    starts from scratch.
     """
     path = run_dir(config, results_root)
     if force:
         shutil.rmtree(path, ignore_errors=True)
-    if not (path / "result.json").exists():
-        train_run(config, results_root=results_root, data_root=data_root, device=device, progress=progress)
-        evaluate_run(path, data_root=data_root, device=device)
-    return load_run(path)
+    if (path / RESULT_FILE).exists():
+        return load_run(path)
+    splits = splits_of(config, data_root)
+    if _is_trained(path):
+        _, model, log = _load_trained(path)
+    else:
+        model, log = _train(config, path, splits, device=device, progress=progress)
+    record = _evaluate(path, config, model, log, splits, device=device)
+    model.to("cpu").eval()
+    return Run(path=path, model=model, config=config, record=record, has_weights=True)
 
 
 def load_run(path: str | Path, *, require_weights: bool = True) -> Run:
-    """Load a finished run directory back into (model, config, results).
+    """Load a finished run directory back into (model, config, typed record).
 
     The weights of the image models are not committed; with
     ``require_weights=False`` such a run still loads (``has_weights`` False,
     the model freshly initialised) so that its result record can be reported.
     """
     path = Path(path)
-    result_file = path / "result.json"
+    result_file = path / RESULT_FILE
     if not result_file.exists():
         raise FileNotFoundError(f"{path} holds no finished run (no result.json); run it with run_experiment")
-    result = json.loads(result_file.read_text())
+    record = read_record(result_file)
     config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
-    if config.hash() != result.get("config_hash"):
+    if config.hash() != record.config_hash:
         raise ConfigError(f"{path}: config.json does not match the hash recorded in result.json")
     model = build_model(config.dataset)
     weights = path / "model.pt"
@@ -185,6 +241,4 @@ def load_run(path: str | Path, *, require_weights: bool = True) -> Run:
         raise CheckpointError(f"{path} has no model.pt (the weights of large models are not committed); "
                               f"run it again to get them")
     model.eval()
-    return Run(path=path, model=model, config=config, result=result, has_weights=weights.exists())
-
-
+    return Run(path=path, model=model, config=config, record=record, has_weights=weights.exists())

@@ -225,7 +225,7 @@ def test_missed_by_pgd_lists_exactly_the_points_pgd_wrongly_called_robust(tmp_pa
     offsets = [0.05, None, 0.2, 0.25]  # point 0 breaks from eps 0.05, point 1 never, points 2-3 from 0.2 / 0.25
     torch.save(pgd_robust, tmp_path / "robust.pt")
     (tmp_path / "analysis-exact.json").write_text(json.dumps({"witness_offset": offsets}))
-    run = Run(path=tmp_path, model=moons_mlp(), config=config, result={})
+    run = Run(path=tmp_path, model=moons_mlp(), config=config, record=None)  # type: ignore[arg-type]
     missed = moons_study.missed_by_pgd(run)
     # eps 0 is never checked; at 0.1 and 0.3 point 0 is missed; point 2 is only robust at 0.1 (< its 0.2 offset)
     assert missed == [(1, 0.1, 0), (2, 0.3, 0)]

@@ -7,15 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from imalib.data.moons import load_moons
-from imalib.methods import IMA, METHODS, build_method
+from imalib.methods import IMA, METHODS, build_method, takes_eps
 from imalib.methods.base import BatchContext
 from imalib.models import fashion_mnist_cnn, moons_mlp
 from imalib.train import fit, make_optimizer
 
 
-def context(method, n, clip=None, epochs=3):
-    return BatchContext(clip=clip, generator=torch.Generator().manual_seed(0), epochs=epochs,
-                        margins=method.make_margins(n, epochs))
+def context(clip=None, epochs=3):
+    return BatchContext(clip=clip, generator=torch.Generator().manual_seed(0), epochs=epochs)
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -25,8 +24,8 @@ def test_finite_loss_and_nonzero_gradient(name):
     splits = load_moons(64, 1, 1, seed=0)
     x, y, idx = splits.train.batch(torch.arange(64))
     norm = "l2" if name == "ddn" else "linf"
-    method = build_method(name, eps=0.3, norm=norm)
-    out = method.batch_loss(model, x, y, idx, context(method, 64))
+    method = build_method(name, eps=0.3 if takes_eps(name) else 0.0, norm=norm)
+    out = method.batch_loss(model, x, y, idx, method.init(64, 3), context())
     assert torch.isfinite(out.loss)
     out.loss.backward()
     grads = [p.grad for p in model.parameters()]
@@ -43,7 +42,7 @@ def test_image_methods_keep_the_box(name):
     y = torch.tensor([0, 1, 2, 3])
     norm = "l2" if name == "ddn" else "linf"
     method = build_method(name, eps=0.3 if norm == "linf" else 2.0, norm=norm)
-    out = method.batch_loss(model, x, y, torch.arange(4), context(method, 4, clip=(0.0, 1.0)))
+    out = method.batch_loss(model, x, y, torch.arange(4), method.init(4, 3), context(clip=(0.0, 1.0)))
     assert torch.isfinite(out.loss)
 
 
@@ -53,7 +52,7 @@ def test_ima_beta_zero_is_clean_cross_entropy():
     splits = load_moons(128, 1, 1, seed=1)
     x, y, idx = splits.train.batch(torch.arange(128))
     method = IMA(eps=0.3, beta=0.0)
-    out = method.batch_loss(model, x, y, idx, context(method, 128))
+    out = method.batch_loss(model, x, y, idx, method.init(128, 3), context())
     assert torch.allclose(out.loss, F.cross_entropy(model(x), y), atol=1e-6)
 
 
@@ -64,9 +63,9 @@ def test_ima_loss_is_algorithm_1():
     splits = load_moons(256, 1, 1, seed=2)
     x, y, idx = splits.train.batch(torch.arange(256))
     method = IMA(eps=0.3, beta=0.5)
-    ctx = context(method, 256)
-    ctx.margins.values[:] = 0.3
-    out = method.batch_loss(model, x, y, idx, ctx)
+    state = method.init(256, 3)
+    state.start_from(torch.full((256,), 0.3))
+    out = method.batch_loss(model, x, y, idx, state, context())
     clean_sum = F.cross_entropy(model(x), y, reduction="sum")
     l2_sum = out.terms["L2"] * 256
     assert out.terms["found"] > 0
@@ -78,8 +77,12 @@ def test_unknown_method_and_bad_parameters():
         build_method("fgsm", eps=0.1, norm="linf")
     with pytest.raises(ValueError, match="gamma"):
         build_method("ima", eps=0.1, norm="linf", params={"gamma": 3})
-    with pytest.raises(ValueError, match="L2 method"):
+    with pytest.raises(ValueError, match="method 'ddn' works in norm 'l2' only, not norm='linf'"):
         build_method("ddn", eps=1.0, norm="linf")
+    with pytest.raises(ValueError, match="needs eps > 0"):
+        build_method("adv", eps=0.0, norm="linf")
+    with pytest.raises(ValueError, match="trains without noise"):
+        build_method("ce", eps=0.1, norm="linf")
     with pytest.raises(ValueError, match="margin_mode"):
         IMA(eps=0.3, margin_mode="sometimes")
 

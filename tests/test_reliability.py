@@ -20,11 +20,10 @@ from torch import Tensor, nn
 from imalib.config import PROFILES, ConfigError, RunConfig
 from imalib.data.moons import load_moons
 from imalib.io import CheckpointError, load_torch
-from imalib.margins import MarginStore
-from imalib.methods import CE, IMA
-from imalib.methods.base import BatchContext, BatchSource, Method, StepOutput
+from imalib.checks import NOTEBOOK_SPEC, check_notebook_params, describe
+from imalib.methods import CE, IMA, check_method_params
+from imalib.methods.base import BatchContext, BatchSource, Method, MethodState, StepOutput
 from imalib.models import moons_mlp
-from imalib.params import NOTEBOOK_SPEC, check_method_params, check_notebook_params, describe
 from imalib.profiles import table_configs
 from imalib.runs import run_dir, run_experiment
 from imalib.train import TrainingDiverged, fit, make_optimizer
@@ -64,19 +63,20 @@ class NaNAt:
     snapshot: bytes | None = None
     _ctx: Any = field(default=None, repr=False)
 
-    def make_margins(self, n: int, epochs: int) -> MarginStore | None:
-        return self.inner.make_margins(n, epochs)
+    def init(self, n_train: int, epochs: int) -> MethodState:
+        return self.inner.init(n_train, epochs)
 
-    def end_epoch(self, model: nn.Module, batches: BatchSource, ctx: BatchContext) -> None:
-        self.inner.end_epoch(model, batches, ctx)
+    def end_epoch(self, model: nn.Module, data: BatchSource, state: Any, ctx: BatchContext) -> None:
+        self.inner.end_epoch(model, data, state, ctx)
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext) -> StepOutput:
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: Any,
+                   ctx: BatchContext) -> StepOutput:
         if ctx is not self._ctx:  # fit makes one context per epoch
             self._ctx, self.seen_epoch, self.seen_batch = ctx, self.seen_epoch + 1, 0
             if self.seen_epoch == self.epoch:  # the previous epoch's checkpoint as it is before the failure
                 self.snapshot = self.checkpoint.read_bytes()
         self.seen_batch += 1
-        out = self.inner.batch_loss(model, x, y, idx, ctx)
+        out = self.inner.batch_loss(model, x, y, idx, state, ctx)
         if (self.seen_epoch, self.seen_batch) == (self.epoch, self.batch):
             return StepOutput(out.loss * float("nan"), out.logits, out.terms)
         return out
@@ -348,3 +348,40 @@ def test_method_params_checked_by_field_types() -> None:
         check_method_params("adv", {"norm": "l2"})
     with pytest.raises(ConfigError, match=r"method='pgd' is not supported"):
         check_method_params("pgd", {})
+
+
+# ------------------------------------------------------------------------------------ checkpoint formats
+
+
+def test_first_format_checkpoint_resumes_and_unknown_format_is_refused(tmp_path: Path) -> None:
+    """A checkpoint written before methods owned their state ("margins" in place of "method_state") resumes
+    bit-identically; a checkpoint of an unknown format gets one line that says to restart the run."""
+    splits = load_moons(1000, 10, 10, seed=0)
+    method = IMA(eps=0.3, margin_mode="fused")
+    common: dict[str, Any] = dict(epochs=2, batch_size=128, seed=0, clip=None, progress=False)
+    model_a, optimizer_a = fresh(0)
+    straight = fit(model_a, method, splits.train, optimizer=optimizer_a, **common)
+
+    model_b, optimizer_b = fresh(0)
+    fit(model_b, method, splits.train, optimizer=optimizer_b, checkpoint=tmp_path / "new.pt",
+        stop_after_batches=splits.train.n_batches(128) + 1, **common)
+    state = load_torch(tmp_path / "new.pt")
+    assert state["format"] == 2 and set(state) == {"format", "model", "optimizer", "method_state", "epoch", "history"}
+    old = {"model": state["model"], "optimizer": state["optimizer"], "margins": state["method_state"]["margins"],
+           "epoch": state["epoch"], "history": state["history"]}
+    torch.save(old, tmp_path / "old.pt")
+    model_c, optimizer_c = fresh(7)
+    resumed = fit(model_c, method, splits.train, optimizer=optimizer_c, checkpoint=tmp_path / "old.pt", **common)
+    assert all(torch.equal(a, c) for a, c in zip(model_a.state_dict().values(), model_c.state_dict().values()))
+    assert straight.margins is not None and resumed.margins is not None
+    assert torch.equal(straight.margins.values, resumed.margins.values)
+
+    torch.save({**state, "format": 99}, tmp_path / "future.pt")
+    model_d, optimizer_d = fresh(0)
+    with pytest.raises(CheckpointError) as info:
+        fit(model_d, method, splits.train, optimizer=optimizer_d, checkpoint=tmp_path / "future.pt", **common)
+    assert "format 99" in str(info.value) and "start that run again" in str(info.value)
+    assert "\n" not in str(info.value)
+    torch.save({**state, "method_state": {}}, tmp_path / "other.pt")  # e.g. a ce checkpoint given to IMA
+    with pytest.raises(CheckpointError, match="from another run.*start that run again"):
+        fit(model_d, method, splits.train, optimizer=optimizer_d, checkpoint=tmp_path / "other.pt", **common)

@@ -10,13 +10,10 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from imalib.errors import DataError  # re-exported: the loaders import it from here
 from imalib.norms import Clip
 
 DATA_ROOT_ENV = "IMALIB_DATA_ROOT"
-
-
-class DataError(RuntimeError):
-    """A dataset is missing or malformed; the message says what to do."""
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:

@@ -7,12 +7,18 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from imalib.attacks.pgd import pgd
-from imalib.methods.base import BatchContext, NoMargins, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    NoState,
+    StatelessMethod,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import Norm
 
 
 @dataclass(frozen=True)
-class AdvEps(NoMargins):
+class AdvEps(StatelessMethod):
     """L_adv = (L_ce(x, y) + L_ce(x_eps, y)) / 2 with x_eps = PGD(x, y, eps).
 
     PGD: ``steps`` = N_PGD = 20, eta = alpha * eps / N_PGD with alpha = 4,
@@ -25,7 +31,8 @@ class AdvEps(NoMargins):
     alpha: float = 4.0
     name: str = "adv"
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext) -> StepOutput:
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState,
+                   ctx: BatchContext) -> StepOutput:
         x_adv = pgd(
             model, x, y, self.eps, norm=self.norm, steps=self.steps, step_size=self.alpha * self.eps / self.steps,
             loss="ce", rand_init=True, clip=ctx.clip, generator=ctx.generator,

@@ -1,9 +1,18 @@
-"""What every training method shares: the per-batch context and the step output."""
+"""What every training method shares: the per-batch context, the step output and the method's own state.
+
+A method is a frozen dataclass with three calls that :func:`imalib.train.fit`
+makes: ``init(n_train, epochs)`` once, giving the method's state (the margin
+store of IMA and MMA, nothing for the others); ``batch_loss(model, x, y, idx,
+state, ctx)`` per batch; ``end_epoch(model, data, state, ctx)`` after every
+epoch. ``fit`` checkpoints the state through its ``state_dict`` and never looks
+inside it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -15,14 +24,12 @@ from imalib.norms import Clip
 
 @dataclass
 class BatchContext:
-    """Everything a method's loss may need besides the model and the batch."""
+    """What every method's loss may use besides the model, the batch and its own state."""
 
     clip: Clip
     generator: torch.Generator
     epochs: int
-    margins: MarginStore | None = None
     batch_size: int = 128
-    pending: list[tuple[Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -34,22 +41,75 @@ class StepOutput:
     terms: dict[str, float]
 
 
-class Method(Protocol):
-    """A training method is its per-batch loss; :func:`imalib.train.fit` is the one loop."""
+class MethodState(Protocol):
+    """A method's state across batches and epochs; ``fit`` saves and restores it in the checkpoint."""
 
-    name: str
+    @property
+    def margins(self) -> MarginStore | None: ...
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext) -> StepOutput: ...
+    def state_dict(self) -> dict[str, Any]: ...
 
-    def make_margins(self, n: int, epochs: int) -> MarginStore | None: ...
-
-    def end_epoch(self, model: nn.Module, batches: "BatchSource", ctx: BatchContext) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class BatchSource(Protocol):
     """Yields (x, y, idx) batches of the training set in a fixed order."""
 
     def ordered_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]: ...
+
+
+class Method(Protocol):
+    """A training method is its per-batch loss and its state; :func:`imalib.train.fit` is the one loop."""
+
+    name: str
+
+    def init(self, n_train: int, epochs: int) -> MethodState: ...
+
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: Any,
+                   ctx: BatchContext) -> StepOutput: ...
+
+    def end_epoch(self, model: nn.Module, data: BatchSource, state: Any, ctx: BatchContext) -> None: ...
+
+
+class NoState:
+    """The state of a method that keeps nothing between batches."""
+
+    margins: MarginStore | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"this method keeps no state, but the checkpoint holds {sorted(state)}")
+
+
+@dataclass
+class MarginState:
+    """The state of a method that keeps one margin per training sample (MMA; IMA adds its buffer)."""
+
+    margins: MarginStore
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"margins": self.margins.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.margins.load_state_dict(state["margins"])
+
+    def start_from(self, values: Tensor) -> None:
+        """Start from the margins ``values`` of a finished run (same training set), keeping delta and eps_max."""
+        self.margins.load_state_dict({"values": values, "delta": self.margins.delta,
+                                      "eps_max": self.margins.eps_max})
+
+
+class StatelessMethod:
+    """Mixin for methods that keep no per-sample state: ``init`` gives :class:`NoState`, ``end_epoch`` does nothing."""
+
+    def init(self, n_train: int, epochs: int) -> NoState:
+        return NoState()
+
+    def end_epoch(self, model: nn.Module, data: BatchSource, state: NoState, ctx: BatchContext) -> None:
+        return None
 
 
 def ce_sum(logits: Tensor, y: Tensor) -> Tensor:
@@ -59,11 +119,5 @@ def ce_sum(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
 
 
-class NoMargins:
-    """Mixin for methods that keep no per-sample state."""
-
-    def make_margins(self, n: int, epochs: int) -> MarginStore | None:
-        return None
-
-    def end_epoch(self, model: nn.Module, batches: BatchSource, ctx: BatchContext) -> None:
-        return None
+__all__ = ["BatchContext", "BatchSource", "MarginState", "Method", "MethodState", "NoState", "StatelessMethod",
+           "StepOutput", "ce_sum"]

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from imalib.attacks.bpgd import bpgd
+from imalib.attacks.bpgd import BoundaryResult, bpgd
 from imalib.margins import MarginStore
-from imalib.methods.base import BatchContext, BatchSource, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    BatchSource,
+    MarginState,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import Norm
 
 MarginMode = Literal["paper", "fused"]
+
+
+@dataclass
+class IMAState(MarginState):
+    """IMA's margin store E, and (fused mode) the BPGD outcomes of the current epoch, applied at its end.
+
+    ``pending`` is empty whenever an epoch has ended, so the checkpoint holds the margins only.
+    """
+
+    pending: list[tuple[Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -60,17 +76,18 @@ class IMA:
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta={self.beta} must lie in [0, 1]")
 
-    def make_margins(self, n: int, epochs: int) -> MarginStore:
+    def init(self, n_train: int, epochs: int) -> IMAState:
         delta = self.delta if self.delta is not None else self.eps / epochs
-        return MarginStore(n, delta=delta, eps_max=self.eps)
+        return IMAState(MarginStore(n_train, delta=delta, eps_max=self.eps))
 
-    def _boundary(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext):  # type: ignore[no-untyped-def]
-        assert ctx.margins is not None
-        eps = ctx.margins.get(idx).to(device=x.device, dtype=x.dtype)
+    def _boundary(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, margins: MarginStore,
+                  ctx: BatchContext) -> BoundaryResult:
+        eps = margins.get(idx).to(device=x.device, dtype=x.dtype)
         return bpgd(model, x, y, eps, norm=self.norm, steps=self.steps, alpha=self.alpha, n_binary=self.n_binary,
                     clip=ctx.clip, generator=ctx.generator)
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext) -> StepOutput:
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: IMAState,
+                   ctx: BatchContext) -> StepOutput:
         logits = model(x)
         correct = logits.detach().argmax(dim=1) == y
         clean = ce_sum(logits, y)  # L_0 + L_1
@@ -79,7 +96,7 @@ class IMA:
         found = torch.zeros_like(correct)
         distance = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         if bool(correct.any()):
-            result = self._boundary(model, x[correct], y[correct], idx[correct], ctx)
+            result = self._boundary(model, x[correct], y[correct], idx[correct], state.margins, ctx)
             rows = correct.nonzero().squeeze(1)
             found[rows] = result.found
             distance[rows] = result.distance
@@ -87,21 +104,20 @@ class IMA:
                 noisy = ce_sum(model(result.x_n[result.found]), y[correct][result.found])  # L_2
                 n_found = int(result.found.sum())
         if self.margin_mode == "fused":
-            ctx.pending.append((idx.cpu(), correct.cpu(), found.cpu(), distance.detach().cpu()))
+            state.pending.append((idx.cpu(), correct.cpu(), found.cpu(), distance.detach().cpu()))
         batch = x.shape[0]
         loss = ((1.0 - self.beta) * clean + self.beta * noisy) / batch
         return StepOutput(loss, logits, {"L01": clean.item() / batch, "L2": noisy.item() / batch,
                                           "found": n_found / batch})
 
-    def end_epoch(self, model: nn.Module, batches: BatchSource, ctx: BatchContext) -> None:
-        assert ctx.margins is not None
+    def end_epoch(self, model: nn.Module, data: BatchSource, state: IMAState, ctx: BatchContext) -> None:
         if self.margin_mode == "fused":
-            for idx, correct, found, distance in ctx.pending:
-                ctx.margins.algorithm2_update(idx, correct, found, distance)
-            ctx.pending.clear()
+            for idx, correct, found, distance in state.pending:
+                state.margins.algorithm2_update(idx, correct, found, distance)
+            state.pending.clear()
             return
         # Four training batches at a time: 512 for Moons and the image CNNs (batch 128), 128 for the CT ResNet.
-        for x, y, idx in batches.ordered_batches(4 * ctx.batch_size):
+        for x, y, idx in data.ordered_batches(4 * ctx.batch_size):
             with torch.no_grad():
                 was = model.training
                 model.eval()
@@ -110,7 +126,7 @@ class IMA:
             found = torch.zeros_like(correct)
             distance = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
             if bool(correct.any()):
-                result = self._boundary(model, x[correct], y[correct], idx[correct], ctx)
+                result = self._boundary(model, x[correct], y[correct], idx[correct], state.margins, ctx)
                 found[correct] = result.found
                 distance[correct] = result.distance
-            ctx.margins.algorithm2_update(idx, correct, found, distance)
+            state.margins.algorithm2_update(idx, correct, found, distance)

@@ -12,8 +12,14 @@ from imalib.attacks.pgd import pgd
 from imalib.context import frozen_eval
 from imalib.losses import soft_margin
 from imalib.margins import MarginStore
-from imalib.methods.base import BatchContext, BatchSource, StepOutput, ce_sum
-from imalib.norms import Clip, as_column, clip_box, Norm
+from imalib.methods.base import (
+    BatchContext,
+    BatchSource,
+    MarginState,
+    StepOutput,
+    ce_sum,
+)
+from imalib.norms import Clip, Norm, as_column, clip_box
 
 
 @torch.no_grad()
@@ -72,19 +78,20 @@ class MMA:
     def min_eps(self) -> float:
         return self.mineps if self.mineps is not None else 0.1 * self.eps
 
-    def make_margins(self, n: int, epochs: int) -> MarginStore:
-        return MarginStore(n, delta=self.min_eps, eps_max=self.search_max * self.eps)
+    def init(self, n_train: int, epochs: int) -> MarginState:
+        return MarginState(MarginStore(n_train, delta=self.min_eps, eps_max=self.search_max * self.eps))
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext) -> StepOutput:
-        assert ctx.margins is not None
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: MarginState,
+                   ctx: BatchContext) -> StepOutput:
+        margins = state.margins
         logits = model(x)
         clean = F.cross_entropy(logits, y)
         correct = soft_margin(logits.detach(), y) < 0
         mma_sum = ce_sum(logits[~correct], y[~correct])
-        ctx.margins.set(idx[~correct], torch.zeros(int((~correct).sum())))
+        margins.set(idx[~correct], torch.zeros(int((~correct).sum())))
         if bool(correct.any()):
             xc, yc = x[correct], y[correct]
-            prev = ctx.margins.get(idx[correct]).to(xc).clamp_min(self.min_eps)
+            prev = margins.get(idx[correct]).to(xc).clamp_min(self.min_eps)
             x_pgd = pgd(model, xc, yc, prev, norm=self.norm, steps=self.steps,
                         step_size=self.eps_iter_scale * prev / self.steps, loss="slm", rand_init=True,
                         clip=ctx.clip, generator=ctx.generator)
@@ -93,10 +100,10 @@ class MMA:
             x_adv = clip_box(xc + as_column(margin, xc) * unit, ctx.clip)
             hinge = margin < self.eps
             mma_sum = mma_sum + ce_sum(model(x_adv[hinge]), yc[hinge])
-            ctx.margins.set(idx[correct], margin)
+            margins.set(idx[correct], margin)
         mma = mma_sum / x.shape[0]
         loss = (1.0 - self.clean_weight) * mma + self.clean_weight * clean
         return StepOutput(loss, logits, {"ce": clean.item(), "mma": mma.item()})
 
-    def end_epoch(self, model: nn.Module, batches: BatchSource, ctx: BatchContext) -> None:
+    def end_epoch(self, model: nn.Module, data: BatchSource, state: MarginState, ctx: BatchContext) -> None:
         return None

@@ -7,12 +7,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from imalib.methods.base import BatchContext, NoMargins, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    NoState,
+    StatelessMethod,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import clip_box
 
 
 @dataclass(frozen=True)
-class RandEps(NoMargins):
+class RandEps(StatelessMethod):
     """Train on x and on x + u, u uniform in [-eps, eps] per input element.
 
     The paper names this model ("rand eps", a weak analogue of "adv eps") but
@@ -22,7 +28,8 @@ class RandEps(NoMargins):
     eps: float
     name: str = "rand"
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext) -> StepOutput:
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState,
+                   ctx: BatchContext) -> StepOutput:
         u = torch.rand(x.shape, generator=ctx.generator, dtype=x.dtype, device=x.device)
         x_noisy = clip_box(x + (2.0 * u - 1.0) * self.eps, ctx.clip)
         logits = model(x)

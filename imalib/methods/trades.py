@@ -8,12 +8,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imalib.attacks.trades_kl import trades_kl_attack
-from imalib.methods.base import BatchContext, NoMargins, StepOutput, ce_sum
+from imalib.methods.base import (
+    BatchContext,
+    NoState,
+    StatelessMethod,
+    StepOutput,
+    ce_sum,
+)
 from imalib.norms import Norm
 
 
 @dataclass(frozen=True)
-class Trades(NoMargins):
+class Trades(StatelessMethod):
     """loss = CE(f(x), y) + beta * KL(f(x) || f(x_adv)), both per-batch means.
 
     The KL attack uses the 20-PGD budget (steps 20, eta = 4 * eps / 20), as the
@@ -29,7 +35,8 @@ class Trades(NoMargins):
     alpha: float = 4.0
     name: str = "trades"
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, ctx: BatchContext) -> StepOutput:
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState,
+                   ctx: BatchContext) -> StepOutput:
         x_adv = trades_kl_attack(
             model, x, eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.alpha * self.eps / self.steps,
             clip=ctx.clip, generator=ctx.generator,

@@ -1,0 +1,252 @@
+"""The result record of one evaluated run (``result.json``), typed, and the one way to collect them.
+
+:class:`ResultRecord` holds every field of ``result.json``; ``from_json`` and
+``to_json`` are exact inverses on every committed record (a test checks the
+text itself). :func:`collect` reads all records under a results root,
+optionally of one dataset, norm or profile. Readers use the attributes, never
+string keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from imalib.config import RunConfig
+from imalib.errors import ConfigError
+
+RESULT_FILE = "result.json"
+
+
+def _take(values: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if name not in values:
+        raise ConfigError(f"{where} has no {name!r}; delete it to evaluate that run again")
+    value = values.pop(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
+        raise ConfigError(f"{where}: {name}={value!r} has type {type(value).__name__}; delete it to evaluate "
+                          f"that run again")
+    return value
+
+
+def _no_extra(values: dict[str, Any], where: str) -> None:
+    if values:
+        raise ConfigError(f"{where} has unknown fields {sorted(values)} (written by another imalib version?); "
+                          f"delete it to evaluate that run again")
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """One entry of the training log: accuracy on the training batches, wall time, the method's loss terms.
+
+    ``mean_margin`` is the mean of the margin store after the epoch (IMA, MMA)
+    and None for methods without one; ``terms`` are the per-sample means of the
+    method's named loss terms (e.g. IMA's L01, L2, found).
+    """
+
+    epoch: int
+    train_acc: float
+    seconds: float
+    mean_margin: float | None = None
+    terms: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any], where: str = "history entry") -> EpochLog:
+        rest = dict(values)
+        epoch = _take(rest, "epoch", int, where)
+        train_acc = _take(rest, "train_acc", (int, float), where)
+        seconds = _take(rest, "seconds", (int, float), where)
+        mean_margin = _take(rest, "mean_margin", (int, float), where) if "mean_margin" in rest else None
+        for key, value in rest.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{where}: loss term {key}={value!r} is not a number")
+        return cls(epoch, train_acc, seconds, mean_margin, dict(rest))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"epoch": self.epoch, "train_acc": self.train_acc, "seconds": self.seconds}
+        out.update(self.terms)
+        if self.mean_margin is not None:
+            out["mean_margin"] = self.mean_margin
+        return out
+
+
+@dataclass(frozen=True)
+class MarginSummary:
+    """The final margin store of IMA / MMA: its mean and a histogram (counts per bin, bin edges)."""
+
+    mean: float
+    counts: tuple[float, ...]
+    edges: tuple[float, ...]
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any], where: str = "margins") -> MarginSummary:
+        rest = dict(values)
+        out = cls(_take(rest, "mean", (int, float), where), tuple(_take(rest, "counts", list, where)),
+                  tuple(_take(rest, "edges", list, where)))
+        _no_extra(rest, where)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "counts": list(self.counts), "edges": list(self.edges)}
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Library versions and hardware of the machine that produced the record.
+
+    The nine fields every record has are typed; what a newer imalib records
+    besides (e.g. GPU numerics flags) is kept, unchanged, in ``extra``.
+    """
+
+    python: str
+    torch: str
+    numpy: str
+    sklearn: str
+    machine: str
+    processor: str
+    cpu_count: int | None
+    torch_threads: int
+    cuda: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any], where: str = "environment") -> Environment:
+        names = [f.name for f in fields(cls) if f.name != "extra"]
+        missing = sorted(set(names) - set(values))
+        if missing:
+            raise ConfigError(f"{where} lacks {missing}; delete the record to evaluate that run again")
+        extra = {key: value for key, value in values.items() if key not in names}
+        return cls(**{name: values[name] for name in names}, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """Every field of one run's ``result.json``.
+
+    ``eps``, ``accuracy``, ``envelope`` and ``rises`` are the paper's numbers
+    (robust accuracy per evaluation eps, its monotone envelope, and where it
+    rises: a gradient-masking sign); ``history`` is the training log;
+    ``margins`` the final margin store (None without one). ``eval_protocol``
+    and ``device`` are absent (None) in records written before they were
+    recorded.
+    """
+
+    dataset: str
+    method: str
+    label: str
+    norm: str
+    profile: str
+    seed: int
+    config_hash: str
+    config: RunConfig
+    data: str
+    n_train: int
+    n_test: int
+    eps: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    envelope: tuple[float, ...]
+    rises: tuple[bool, ...]
+    history: tuple[EpochLog, ...]
+    margins: MarginSummary | None
+    train_seconds: float
+    eval_seconds: float
+    environment: Environment
+    seconds_note: str
+    eval_protocol: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.eps)
+        if not len(self.accuracy) == len(self.envelope) == len(self.rises) == n:
+            raise ConfigError(f"record of {self.label} ({self.config_hash}): eps, accuracy, envelope and rises "
+                              f"differ in length; delete it to evaluate that run again")
+
+    @property
+    def final(self) -> EpochLog:
+        """The last epoch of the training log."""
+        return self.history[-1]
+
+    def accuracy_at(self, eps: float) -> float:
+        """The robust accuracy at evaluation level ``eps`` (which must be one of ``self.eps``)."""
+        if eps not in self.eps:
+            raise ConfigError(f"eps={eps:g} is not an evaluation level of {self.label}: use one of "
+                              f"{', '.join(f'{v:g}' for v in self.eps)}")
+        return self.accuracy[self.eps.index(eps)]
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any], where: str = "result record") -> ResultRecord:
+        """Read a record from the decoded ``result.json``; every field is checked, unknown ones refused."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} is not an imalib result record; delete it to evaluate that run again")
+        rest = dict(values)
+        text = {name: _take(rest, name, str, where) for name in
+                ("dataset", "method", "label", "norm", "profile", "config_hash", "data", "seconds_note")}
+        numbers = {name: _take(rest, name, int, where) for name in ("seed", "n_train", "n_test")}
+        seconds = {name: _take(rest, name, (int, float), where) for name in ("train_seconds", "eval_seconds")}
+        series = {name: tuple(_take(rest, name, list, where)) for name in ("eps", "accuracy", "envelope", "rises")}
+        if len({len(values) for values in series.values()}) != 1:
+            raise ConfigError(f"{where}: eps, accuracy, envelope and rises differ in length; delete it to evaluate "
+                              f"that run again")
+        config = RunConfig.from_dict(_take(rest, "config", dict, where))
+        history = tuple(EpochLog.from_json(entry, f"{where} history") for entry in _take(rest, "history", list, where))
+        margins_json = _take(rest, "margins", (dict, type(None)), where)
+        margins = None if margins_json is None else MarginSummary.from_json(margins_json, f"{where} margins")
+        environment = Environment.from_json(_take(rest, "environment", dict, where), f"{where} environment")
+        protocol = _take(rest, "eval_protocol", str, where) if "eval_protocol" in rest else None
+        device = _take(rest, "device", str, where) if "device" in rest else None
+        _no_extra(rest, where)
+        return cls(**text, **numbers, **seconds, **series, config=config, history=history,  # type: ignore[arg-type]
+                   margins=margins, environment=environment, eval_protocol=protocol, device=device)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``result.json`` holds it (the inverse of :meth:`from_json`)."""
+        out: dict[str, Any] = {
+            "dataset": self.dataset, "method": self.method, "label": self.label, "norm": self.norm,
+            "profile": self.profile, "seed": self.seed, "config_hash": self.config_hash,
+            "config": self.config.to_dict(), "data": self.data, "n_train": self.n_train, "n_test": self.n_test,
+            "eps": list(self.eps), "accuracy": list(self.accuracy), "envelope": list(self.envelope),
+            "rises": list(self.rises), "history": [entry.to_json() for entry in self.history],
+            "margins": None if self.margins is None else self.margins.to_json(),
+            "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
+            "environment": self.environment.to_json(), "seconds_note": self.seconds_note,
+        }
+        if self.eval_protocol is not None:
+            out["eval_protocol"] = self.eval_protocol
+        if self.device is not None:
+            out["device"] = self.device
+        return out
+
+
+def read_record(file: str | Path) -> ResultRecord:
+    """Load one ``result.json``; a file that is not valid JSON or not a record gets a one-line error."""
+    file = Path(file)
+    try:
+        values = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{file} is not valid JSON ({error}); delete it to evaluate that run again") from None
+    return ResultRecord.from_json(values, where=str(file))
+
+
+def collect(root: str | Path, *, dataset: str | None = None, norm: str | None = None,
+            profile: str | None = None) -> list[ResultRecord]:
+    """Every result record under ``root`` (optionally of one dataset, norm and/or profile), sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results root {root} does not exist or is not a directory")
+    records = []
+    for file in sorted(root.rglob(RESULT_FILE)):
+        record = read_record(file)
+        if ((dataset is None or record.dataset == dataset) and (norm is None or record.norm == norm)
+                and (profile is None or record.profile == profile)):
+            records.append(record)
+    return records
+
+
+__all__ = ["RESULT_FILE", "Environment", "EpochLog", "MarginSummary", "ResultRecord", "collect", "read_record"]
