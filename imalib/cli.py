@@ -31,7 +31,8 @@ from imalib.data.base import DataError
 from imalib.io import CheckpointError
 from imalib.norms import NORMS
 from imalib.params import check_method_params
-from imalib.profiles import TABLE_ROWS, table_configs
+from imalib.paper import TABLE_ROWS
+from imalib.profiles import table_configs
 from imalib.train import TrainingDiverged
 
 # The failures a user can cause (or fix) without touching the code: reported in one line, exit status 2.
