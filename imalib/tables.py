@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from imalib.runs import Run
 
 
-def results_frame(runs: Iterable["Run"], column: str = "accuracy") -> pd.DataFrame:
+def results_frame(runs: Iterable[Run], column: str = "accuracy") -> pd.DataFrame:
     """Long table: one row per (run, eps) with label, seed, data parameters and the chosen column."""
     rows = []
     for run in runs:

@@ -14,8 +14,9 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")

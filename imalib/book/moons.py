@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,14 @@ from torch import nn
 
 from imalib import tables
 from imalib.book.chapter import load_margins
-from imalib.book.plots import placeholder, plot_accuracy_curves, plot_calibration, plot_decision_boundaries, \
-    plot_disagreement, plot_margin_histograms
+from imalib.book.plots import (
+    placeholder,
+    plot_accuracy_curves,
+    plot_calibration,
+    plot_decision_boundaries,
+    plot_disagreement,
+    plot_margin_histograms,
+)
 from imalib.data.base import ArrayDataset, Splits
 from imalib.data.moons import load_moons
 from imalib.experiments import available
@@ -148,7 +155,7 @@ def missed_by_pgd(pgd_robust: torch.Tensor, offsets: torch.Tensor, eval_eps: Seq
                   ) -> list[tuple[int, float, int]]:
     """(eps index, eps, test index) of every point PGD called robust (``pgd_robust[k, i]``) although the exact
     search found a misclassified point inside its eps-square (``offsets[i] <= eps``)."""
-    missed = []
+    missed: list[tuple[int, float, int]] = []
     for k, eps in enumerate(eval_eps):
         if eps == 0:
             continue
@@ -327,7 +334,8 @@ def boundaries_and_margins(runs: Sequence[Run], order: Sequence[str], seed: int)
     test = splits_of(seed0[0]).test
     margin_runs = [r for r in runs if r.config.label in ("ima", "mma") and r.config.seed == seed]
     return {"m_boundaries": plot_decision_boundaries(seed0, test.inputs(), test.y),
-            "m_hist": plot_margin_histograms({r.config.label: load_margins(r) for r in margin_runs}, 0.3)}
+            "m_hist": plot_margin_histograms({r.config.label: m for r in margin_runs
+                                              if (m := load_margins(r)) is not None}, 0.3)}
 
 
 def margin_modes(runs: Sequence[Run], fused_runs: Sequence[Run]) -> Glue:
@@ -453,7 +461,7 @@ def noise_sweep(sweep: Sequence[Run], missing: Sequence[Any], seed: int) -> Glue
     hard_eps = max(frame["eps"])
 
     def key(r: Run) -> Key:
-        return (r.config.label, dict(r.config.data_params).get("noise"), r.config.seed)
+        return (r.config.label, float(dict(r.config.data_params).get("noise", 0.1)), r.config.seed)
 
     def at(record: dict[str, Any], eps: float) -> float:  # accuracy at eps in a record {"eps": [...], "accuracy": [...]}
         return dict(zip(record["eps"], record["accuracy"]))[eps]

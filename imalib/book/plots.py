@@ -6,7 +6,8 @@ functions of the row label alone ('ima', 'adv0.3', ...), never of a row's positi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,18 +23,24 @@ from imalib.paper import TABLES
 if TYPE_CHECKING:
     from imalib.runs import Run
 
-# One colour per training method; the fixed-eps baselines (adv, rand) take shades of their family's
-# colour map, darker for a larger training eps, ranked over every eps the paper's tables use.
+# One colour per training method. The fixed-eps baselines (adv, rand) have one row per training eps; each
+# such label takes its own colour from its family's list, by the rank of its eps among every eps the paper's
+# tables train that family at, so the rows of one table never share a colour (their marker shows the family).
 METHOD_COLORS = {"ima": "#d62728", "mma": "#1f77b4", "trades": "#2ca02c", "ddn": "#9467bd", "ce": "#7f7f7f"}
-FAMILY_MAPS = {"adv": "Oranges", "rand": "YlOrBr"}
+FAMILY_COLORS = {
+    "adv": ("#17becf", "#bcbd22", "#ff7f0e", "#8c564b", "#e377c2", "#ffbb78", "#c49c94", "#f7b6d2", "#dbdb8d",
+            "#9edae5"),
+    "rand": ("#98df8a", "#c5b0d5", "#ff9896"),
+}
 MARKERS = {"ima": "o", "mma": "s", "trades": "^", "ddn": "D", "adv": "v", "rand": "X", "ce": "P"}
+OTHER_COLOR = "#000000"   # a label outside the paper's tables
 _FAMILY_EPS = {family: sorted({row.eps for table in TABLES.values() for row in table.rows if row.method == family})
-               for family in FAMILY_MAPS}
+               for family in FAMILY_COLORS}
 
 
 def _family(label: str) -> tuple[str, float | None]:
     """('adv', 0.3) for 'adv0.3'; ('ima', None) for 'ima'; (label, None) for a label no table has."""
-    for family in FAMILY_MAPS:
+    for family in FAMILY_COLORS:
         if label.startswith(family) and label != family:
             try:
                 return family, float(label[len(family):])
@@ -43,16 +50,14 @@ def _family(label: str) -> tuple[str, float | None]:
 
 
 def color_of(label: str) -> str:
-    """The colour of a method in every figure of the book."""
+    """The colour of a method in every figure of the book (a function of the label alone)."""
     family, eps = _family(label)
     if family in METHOD_COLORS:
         return METHOD_COLORS[family]
-    if family in FAMILY_MAPS and eps is not None:
-        known = _FAMILY_EPS[family]
-        rank = known.index(eps) if eps in known else len(known) - 1
-        shade = 0.45 + 0.5 * rank / max(1, len(known) - 1)
-        return str(plt.matplotlib.colors.to_hex(plt.get_cmap(FAMILY_MAPS[family])(shade)))
-    return "#17becf"   # a label outside the paper's tables
+    if family in FAMILY_COLORS and eps in _FAMILY_EPS[family]:
+        colors = FAMILY_COLORS[family]
+        return colors[_FAMILY_EPS[family].index(eps) % len(colors)]
+    return OTHER_COLOR
 
 
 def marker_of(label: str) -> str:
@@ -80,7 +85,7 @@ def decision_grid(model: nn.Module, xlim: tuple[float, float], ylim: tuple[float
     return gx, gy, (logits[:, 1] - logits[:, 0]).reshape(n, n).numpy()
 
 
-def plot_decision_boundaries(runs: Sequence["Run"], x: torch.Tensor, y: torch.Tensor, *, cols: int = 3,
+def plot_decision_boundaries(runs: Sequence[Run], x: torch.Tensor, y: torch.Tensor, *, cols: int = 3,
                              xlim: tuple[float, float] = (-1.5, 2.5), ylim: tuple[float, float] = (-1.0, 1.5)) -> Figure:
     """Figure 6 style: test points and each model's decision boundary, one panel per run."""
     rows = -(-len(runs) // cols)
@@ -141,7 +146,7 @@ def plot_margin_histograms(margins: dict[str, torch.Tensor], eps_max: float, bin
     return fig
 
 
-def plot_noisy_examples(runs: Sequence["Run"], x: torch.Tensor, y: torch.Tensor, eps_list: Sequence[float], *,
+def plot_noisy_examples(runs: Sequence[Run], x: torch.Tensor, y: torch.Tensor, eps_list: Sequence[float], *,
                         class_names: Sequence[str] = ("non-COVID", "COVID"), clip: tuple[float, float] = (0.0, 1.0),
                         steps: int = 100, seed: int = 0) -> Figure:
     """Figure 10 style: one row per run, a clean image then its 100-PGD noisy versions, titled with predictions."""
@@ -209,8 +214,8 @@ def plot_bpgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
             brackets.append(bisect_boundary(model, inside, outside, y, k))
         a, b = brackets[0][0][0].numpy(), brackets[0][1][0].numpy()
         pad = max(np.abs(a - b).max(), 1e-3)
-        for k, (lo, hi) in enumerate(brackets):
-            lo, hi = lo[0].numpy(), hi[0].numpy()
+        for k, (low, high) in enumerate(brackets):
+            lo, hi = low[0].numpy(), high[0].numpy()
             zoom.plot([lo[0], hi[0]], [lo[1], hi[1]], "-", color=plt.cm.viridis(k / n_binary), lw=2)
         mid = (brackets[-1][0][0] + brackets[-1][1][0]).numpy() / 2
         zoom.scatter(*mid, marker="x", s=60, c="k", label="x_n (midpoint)")
@@ -240,8 +245,9 @@ def plot_disagreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     ax.add_patch(Rectangle(tuple(centre - eps), 2 * eps, 2 * eps, fill=False, ls="--", color="0.2"))
     p = path.numpy()
     ax.plot(p[:, 0], p[:, 1], ".-", color="0.35", lw=0.6, ms=3, label="PGD path (cross-entropy)")
-    ax.scatter(*centre, marker="*", s=150, c="k", label=f"test point (label {int(y)})")
-    ax.scatter(*witness.numpy(), marker="X", s=90, c="#cb181d", label="exact: misclassified point")
+    point = witness.numpy()
+    ax.scatter(centre[0], centre[1], marker="*", s=150, c="k", label=f"test point (label {int(y)})")
+    ax.scatter(point[0], point[1], marker="X", s=90, c="#cb181d", label="exact: misclassified point")
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
