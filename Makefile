@@ -21,7 +21,7 @@ venv: $(STAMP)
 
 # Run every notebook at the default profile (cache-aware: finished runs are loaded), then build.
 notebooks: $(STAMP)
-	$(PY) -m imalib.notebooks --profile $(PROFILE) $(NOTEBOOK_FLAGS)
+	$(PY) -m imalib.book --profile $(PROFILE) $(NOTEBOOK_FLAGS)
 
 html: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going

@@ -1,9 +1,10 @@
-"""The three scales every experiment runs at: smoke, cpu and paper.
+"""The three scales every experiment runs at: smoke, cpu and paper, and the run configurations of a table.
 
 ``paper`` is the paper's protocol (for Fashion-MNIST, SVHN and COVID-19 a GPU
 job); ``cpu`` is what a 2-core laptop finishes in minutes per method, smaller
 and labelled so; ``smoke`` takes seconds and exists for tests and CI. For Moons
-the paper's protocol is cheap, so ``cpu`` equals ``paper`` there.
+the paper's protocol is cheap, so ``cpu`` equals ``paper`` there. The rows,
+noise levels and optimisers of each table come from :mod:`imalib.paper`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imalib.config import PROFILES, ConfigError, RunConfig
+from imalib.paper import TABLES
 
 
 @dataclass(frozen=True)
@@ -23,32 +25,6 @@ class Scale:
     eval_steps: int
     eval_batch: int
 
-
-EVAL_EPS: dict[tuple[str, str], tuple[float, ...]] = {
-    ("moons", "linf"): (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
-    ("fashion_mnist", "linf"): (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
-    ("fashion_mnist", "l2"): (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0),
-    ("svhn", "linf"): (0.0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1),
-    ("svhn", "l2"): (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0),
-    ("covid", "linf"): (0.0, 0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
-}
-
-# The rows of the paper's tables: (method, training eps). For L2 the paper does not
-# give eps_max for IMA / MMA / TRADES / DDN; we use the top of the evaluation range
-# (5.0 Fashion-MNIST, 2.0 SVHN), as the L-inf tables use 0.3 = the top of theirs.
-TABLE_ROWS: dict[tuple[str, str], tuple[tuple[str, float], ...]] = {
-    ("moons", "linf"): (("ima", 0.3), ("mma", 0.3), ("trades", 0.3), ("adv", 0.3), ("ce", 0.0)),
-    ("fashion_mnist", "linf"): (("ima", 0.3), ("mma", 0.3), ("trades", 0.3), ("adv", 0.1), ("adv", 0.2),
-                                ("adv", 0.3), ("ce", 0.0)),
-    ("fashion_mnist", "l2"): (("ima", 5.0), ("mma", 5.0), ("ddn", 5.0), ("trades", 5.0), ("adv", 1.0),
-                              ("adv", 3.0), ("adv", 5.0), ("ce", 0.0)),
-    ("svhn", "linf"): (("ima", 0.3), ("mma", 0.3), ("trades", 0.3), ("adv", 0.01), ("adv", 0.06), ("adv", 0.1),
-                       ("ce", 0.0)),
-    ("svhn", "l2"): (("ima", 2.0), ("mma", 2.0), ("ddn", 2.0), ("trades", 2.0), ("adv", 0.5), ("adv", 1.0),
-                     ("adv", 2.0), ("ce", 0.0)),
-    ("covid", "linf"): (("ima", 0.3), ("mma", 0.3), ("trades", 0.3), ("adv", 0.1), ("adv", 0.2), ("adv", 0.3),
-                        ("rand", 0.1), ("rand", 0.2), ("rand", 0.3), ("ce", 0.0)),
-}
 
 SCALES: dict[tuple[str, str], Scale] = {
     ("moons", "paper"): Scale(30, 128, 20000, 2000, 100, 2000),
@@ -79,19 +55,19 @@ def table_configs(dataset: str, norm: str, profile: str, *, seed: int = 0, metho
     """
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r} is not supported: use one of {', '.join(PROFILES)}")
-    if (dataset, norm) not in TABLE_ROWS:
+    if (dataset, norm) not in TABLES:
         raise ConfigError(f"the paper has no table for dataset={dataset!r} with norm={norm!r}; available: "
-                          f"{', '.join(f'{d}/{n}' for d, n in TABLE_ROWS)}")
+                          f"{', '.join(f'{d}/{n}' for d, n in TABLES)}")
     scale = SCALES[(dataset, profile)]
+    table = TABLES[(dataset, norm)]
     configs = []
-    for method, eps in TABLE_ROWS[(dataset, norm)]:
-        optimizer, weight_decay = ("adamw", 0.01) if (dataset == "covid" and method == "ce") else ("adam", 0.0)
+    for row in table.rows:
         values: dict[str, Any] = dict(
-            dataset=dataset, method=method, norm=norm, eps=eps, profile=profile, seed=seed,
+            dataset=dataset, method=row.method, norm=norm, eps=row.eps, profile=profile, seed=seed,
             epochs=scale.epochs, batch_size=scale.batch_size, n_train=scale.n_train, n_test=scale.n_test,
-            eval_steps=scale.eval_steps, eval_batch=scale.eval_batch, eval_eps=EVAL_EPS[(dataset, norm)],
-            optimizer=optimizer, weight_decay=weight_decay,
-            method_params=(method_params or {}).get(method, {}), data_params=data_params or {},
+            eval_steps=scale.eval_steps, eval_batch=scale.eval_batch, eval_eps=table.eps,
+            optimizer=row.optimizer, weight_decay=row.weight_decay,
+            method_params=(method_params or {}).get(row.method, {}), data_params=data_params or {},
         )
         values.update(overrides)
         config = RunConfig.from_dict(values)

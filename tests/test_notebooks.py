@@ -1,17 +1,23 @@
-"""Every notebook runs end to end at the smoke profile (papermill), on real or generated data."""
+"""Every chapter runs end to end at the smoke profile (papermill), on real or generated data.
+
+The chapters are MyST-Markdown notebooks (``notebooks/<name>.md``, jupytext); they are the single
+source, so there is no paired ``.ipynb`` to keep in sync.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-
-from imalib.data.base import data_root
-from imalib.notebooks import NOTEBOOKS, execute
 from test_data_svhn_covid import make_covid_tree, write_svhn_mat
+
+from imalib.book.execute import NOTEBOOKS, ROOT, execute, to_notebook
+from imalib.data.base import data_root
 
 SMALL_COVID = {"expected_counts": [12, [10]], "n_test_per_class": 2, "n_val_per_class": 1, "image_size": 64}
 os.environ["OMP_NUM_THREADS"] = "1"  # the notebook kernels inherit it: one thread per process, as in conftest
@@ -39,6 +45,43 @@ def run(name: str, tmp_path: Path, **parameters) -> dict[str, str]:
 
 def test_every_notebook_is_tested():
     assert set(NOTEBOOKS) == {"method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing"}
+
+
+def test_each_chapter_is_one_text_notebook_with_a_jupytext_header_and_parameters():
+    folder = ROOT / "notebooks"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(f"{n}.md" for n in NOTEBOOKS)
+    for name in NOTEBOOKS:
+        text = (folder / f"{name}.md").read_text()
+        assert text.startswith("---\njupytext:") and "format_name: myst" in text and "kernelspec:" in text, name
+        cells = to_notebook(folder / f"{name}.md").cells
+        tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and "hide-input" in tagged[0].metadata["tags"], name
+        code = "\n".join(c.source for c in cells if c.cell_type == "code")
+        assert "sys.path" not in code and "def " not in code, f"{name}: analysis code belongs in imalib.book"
+    moons = [c.source for c in to_notebook(folder / "moons.md").cells if c.cell_type == "code"]
+    assert sum(1 for source in moons for line in source.splitlines() if line.strip()) <= 60
+
+
+def test_a_missing_chapter_is_named_with_the_ones_that_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="the chapters are method.md"):
+        execute("nope", {}, source=tmp_path / "nope.md", target=tmp_path / "nope.ipynb")
+
+
+def test_papermill_runs_a_converted_chapter_with_a_parameter(tmp_path):
+    """The documented command line: jupytext converts a chapter, papermill runs it with -p parameters."""
+    bin_dir = Path(sys.executable).parent
+    converted = tmp_path / "reproducing.ipynb"
+    subprocess.run([str(bin_dir / "jupytext"), "--to", "ipynb", "-o", str(converted),
+                    str(ROOT / "notebooks" / "reproducing.md")], check=True, capture_output=True)
+    executed = tmp_path / "out.ipynb"
+    empty = tmp_path / "results"
+    empty.mkdir()
+    subprocess.run([str(bin_dir / "papermill"), str(converted), str(executed), "-p", "results_root", str(empty),
+                    "--cwd", str(ROOT / "notebooks"), "-k", "python3"], check=True, capture_output=True)
+    values = glued(executed)
+    assert values["r_costs"] == "no result records yet"       # the parameter reached the chapter
+    injected = [c for c in nbformat.read(executed, 4).cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and str(empty) in injected[0].source
 
 
 def test_method_and_equilibrium(tmp_path):

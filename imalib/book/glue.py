@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -38,3 +39,17 @@ def glue_figure(name: str, figure: Any) -> None:
 
 def format_eps(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def glue_all(values: Mapping[str, Any]) -> None:
+    """Glue every ``name -> value``: a DataFrame as a table (its index name as header), a matplotlib
+    figure as a figure, anything else as text (``str(value)``; format numbers before)."""
+    from matplotlib.figure import Figure
+
+    for name, value in values.items():
+        if isinstance(value, pd.DataFrame):
+            glue_table(name, value)
+        elif isinstance(value, Figure):
+            glue_figure(name, value)
+        else:
+            glue_text(name, value)

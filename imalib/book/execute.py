@@ -1,9 +1,11 @@
-"""Execute the book's notebooks with papermill: ``python -m imalib.notebooks``.
+"""Execute the book's chapters with papermill: ``python -m imalib.book``.
 
-Each notebook in ``notebooks/`` is run with the given parameters and its
-executed copy written (atomically) to ``book/generated/``, from which the
-Jupyter Book is built without re-executing anything. Notebooks are
-cache-aware: finished runs under the results root are loaded, not retrained.
+Each chapter is a MyST-Markdown notebook ``notebooks/<name>.md`` (jupytext), the
+single source of its prose and cells. It is converted to a notebook in memory,
+run with the given parameters, and its executed copy written (atomically) to
+``book/generated/``, from which the Jupyter Book is built without re-executing
+anything. Chapters are cache-aware: finished runs under the results root are
+loaded, not retrained.
 """
 
 from __future__ import annotations
@@ -12,25 +14,38 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")
+
+
+def to_notebook(source: Path) -> Any:
+    """The notebook of a MyST-Markdown chapter (jupytext), with a kernelspec papermill can start."""
+    import jupytext
+
+    if not source.exists():
+        raise FileNotFoundError(f"no chapter {source}: the chapters are {', '.join(f'{n}.md' for n in NOTEBOOKS)} "
+                                f"in {ROOT / 'notebooks'}")
+    notebook = jupytext.read(source)
+    notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    return notebook
 
 
 def execute(name: str, parameters: dict[str, Any], *, source: Path | None = None, target: Path | None = None,
             cwd: Path | None = None) -> Path:
-    """Run ``notebooks/<name>.ipynb`` with ``parameters``; write the executed copy atomically."""
+    """Run the chapter ``notebooks/<name>.md`` with ``parameters``; write the executed copy atomically."""
     import papermill
 
-    source = source or ROOT / "notebooks" / f"{name}.ipynb"
+    source = source or ROOT / "notebooks" / f"{name}.md"
     target = target or ROOT / "book" / "generated" / f"{name}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=target.parent)
     os.close(handle)
     try:
-        papermill.execute_notebook(str(source), tmp, parameters=parameters, cwd=str(cwd or source.parent),
+        papermill.execute_notebook(to_notebook(source), tmp, parameters=parameters, cwd=str(cwd or source.parent),
                                    kernel_name="python3", progress_bar=False)
         os.replace(tmp, target)
     finally:
@@ -40,7 +55,7 @@ def execute(name: str, parameters: dict[str, Any], *, source: Path | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imalib.notebooks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m imalib.book", description=__doc__)
     parser.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"))
     parser.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="run only these notebooks")
     parser.add_argument("--no-train", action="store_true",
@@ -52,10 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.only or NOTEBOOKS:
         parameters = {"profile": args.profile, "train_missing": not args.no_train, "results_root": args.results_root,
                       "data_root": args.data_root, "workers": args.workers}
-        print(f"executing notebooks/{name}.ipynb ({args.profile})", file=sys.stderr, flush=True)
+        print(f"executing notebooks/{name}.md ({args.profile})", file=sys.stderr, flush=True)
         execute(name, parameters)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""The book's analyses as pure functions: Moons sections, the cache, the palette, the paper's tables."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from imalib import paper, tables
+from imalib.book import moons
+from imalib.book.plots import OTHER_COLOR, color_of, marker_of
+from imalib.config import RunConfig
+from imalib.profiles import table_configs
+from imalib.runs import Run
+
+EPS = (0.0, 0.1, 0.3)
+
+
+def fake_run(label: str, seed: int, accuracy: list[float], tmp_path: Path | None = None) -> Run:
+    """A finished Moons run record without a model: enough for every function of records."""
+    method, eps = ("adv", 0.3) if label == "adv0.3" else (label, 0.0 if label == "ce" else 0.3)
+    config = RunConfig.from_dict({"dataset": "moons", "method": method, "norm": "linf", "eps": eps,
+                                  "profile": "smoke", "epochs": 1, "batch_size": 8, "eval_eps": EPS, "seed": seed})
+    result = {"eps": list(EPS), "accuracy": accuracy, "envelope": accuracy, "rises": [0] * len(EPS),
+              "train_seconds": 60.0, "eval_seconds": 30.0, "history": [{"mean_margin": 0.1}],
+              "environment": {"machine": "x86_64", "cpu_count": 2, "torch": "2", "torch_threads": 1}}
+    return Run(path=tmp_path or Path("."), model=torch.nn.Identity(), config=config, result=result)
+
+
+def test_missed_by_pgd_lists_exactly_the_points_pgd_wrongly_called_robust():
+    # PGD's verdicts per (eps, point) and the exact search's nearest misclassified offset per point
+    pgd_robust = torch.tensor([[True, True, True, False],
+                               [True, True, False, False],
+                               [True, True, False, False]])
+    offsets = moons.witness_offsets({"witness_offset": [0.05, None, 0.2, 0.25]})
+    assert math.isinf(float(offsets[1]))
+    # eps 0 is never checked; at 0.1 and 0.3 point 0 is missed; point 2 is only robust at 0.1 (< its 0.2 offset)
+    assert moons.missed_by_pgd(pgd_robust, offsets, EPS) == [(1, 0.1, 0), (2, 0.3, 0)]
+
+
+def test_sweep_summary_finds_the_worst_gap_and_a_ranking_flip():
+    pgd = {("ima", 0.05, 0): 0.80, ("ima", 0.05, 1): 0.90, ("adv", 0.05, 0): 0.82, ("adv", 0.05, 1): 0.82,
+           ("ima", 0.1, 0): 0.70, ("adv", 0.1, 0): 0.60}
+    exact = {("ima", 0.05, 0): 0.70, ("ima", 0.05, 1): 0.60, ("adv", 0.05, 0): 0.80, ("adv", 0.05, 1): 0.81,
+             ("ima", 0.1, 0): 0.69, ("adv", 0.1, 0): 0.60}
+    clean = {key: 1.0 for key in pgd}
+    out = moons.sweep_summary(clean, pgd, exact, {("ima", 0.05): 0.65}, ["ima", "adv"], 0.3, restart_seed=0)
+    assert out["worst"] == ("ima", 0.05, 1)
+    table = out["table"]
+    assert list(table.index) == ["ima", "adv", "ima", "adv"] and list(table["noise"]) == [0.05, 0.05, 0.1, 0.1]
+    assert table.iloc[0]["0.3 PGD"] == "0.850 ± 0.071" and table.iloc[0]["PGD − exact (max over seeds)"] == "0.3000"
+    assert table.iloc[0]["0.3 PGD×20 (seed 0)"] == "0.6500" and table.iloc[1]["0.3 PGD×20 (seed 0)"] == "–"
+    assert out["rankings"][0] == "noise 0.05: PGD ima > adv; exact adv > ima (**different order**)"
+    assert out["rankings"][1].endswith("(same order)")
+    with pytest.raises(ValueError, match="same runs"):
+        moons.sweep_summary(clean, pgd, {}, {}, ["ima", "adv"], 0.3, restart_seed=0)
+
+
+def test_run_cache_computes_once_and_then_reads_the_stored_record(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"accuracy": [0.5]}
+
+    cache = moons.RunCache(tmp_path)
+    assert cache.get("exact", compute) == {"accuracy": [0.5]}
+    assert json.loads((tmp_path / "analysis-exact.json").read_text()) == {"accuracy": [0.5]}
+    assert cache.get("exact", compute) == {"accuracy": [0.5]} and len(calls) == 1
+
+
+def test_cached_analysis_rejects_an_unknown_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown analysis 'nope'"):
+        moons.cached_analysis(fake_run("ce", 0, [1.0, 0.9, 0.5], tmp_path), "nope")
+
+
+def two_seed_table():
+    runs = [fake_run("ima", 0, [1.0, 0.95, 0.80]), fake_run("ima", 1, [1.0, 0.93, 0.84]),
+            fake_run("ce", 0, [1.0, 0.90, 0.50]), fake_run("ce", 1, [1.0, 0.88, 0.60])]
+    return runs, moons.table_one(runs, [], "smoke", 0.1)
+
+
+def test_table_one_orders_rows_as_the_paper_and_averages_over_seeds():
+    _, table = two_seed_table()
+    assert table.order == ["ima", "ce"]
+    assert table.mean.loc["ima", 0.3] == pytest.approx(0.82) and table.std.loc["ce", 0.3] == pytest.approx(0.0707, abs=1e-4)
+    glue = table.glue
+    assert glue["m_seeds"] == "0, 1" and glue["m_missing"] == "none" and glue["m_nseeds_min"] == 2
+    assert glue["m_table_ours"].index.name == "method" and glue["m_table_ours"].loc["ima", 0.3] == "0.820 ± 0.028"
+    # the paper's Table 1 has these two rows at eps 0.1 and 0.3 (its other columns are not in our records)
+    assert glue["m_table_side"].loc["ce", 0.3] == "0.550 / 0.606 (-0.056)"
+
+
+def test_closeness_compares_with_the_paper_and_states_the_gap_against_the_seed_spread():
+    _, table = two_seed_table()
+    glue = moons.closeness(table, "smoke")
+    assert glue["m_ima_within"] == "no"       # at eps 0.1: 0.94 against the paper's 0.9975, 0.0575 apart
+    assert glue["m_ima_maxdiff"] == "0.058" and glue["m_ima_maxdiff_eps"] == "0.1"
+    assert glue["m_worst_cell"] == "ce at eps 0.1: -0.108"     # 0.89 against 0.9975
+    assert glue["m_cmp_ce"].startswith("ima is above ce by 0.270") and "larger than" in glue["m_cmp_ce"]
+    assert glue["m_cmp_mma"] == "not available" and glue["m_envelope_gap"] == "0.0000" and glue["m_rises"] == 0
+
+
+def test_ranking_says_whether_pgd_and_exact_agree():
+    mean = pd.DataFrame({0.0: [1.0, 1.0], 0.3: [0.8, 0.5]}, index=["ima", "ce"])
+    agree = moons.ranking(mean, mean)
+    assert agree["m_rank_pgd"] == "ima > ce" and agree["m_rank_same"] == "the same"
+    assert agree["m_ima_beats"] == "ce" and agree["m_ima_not_beats"] == "none" and agree["m_ima_above_ce_from"] == "0.3"
+    flipped = moons.ranking(mean, pd.DataFrame({0.0: [1.0, 1.0], 0.3: [0.4, 0.5]}, index=["ima", "ce"]))
+    assert flipped["m_rank_exact"] == "ce > ima" and flipped["m_rank_same"] == "a different"
+
+
+def test_margin_modes_and_what_ran_read_the_records():
+    runs, _ = two_seed_table()
+    modes = moons.margin_modes(runs, [])
+    assert list(modes["m_modes"].index) == ["ima (paper mode)"] and modes["m_modes_time"].loc["paper", "runs"] == 2
+    ran = moons.what_ran(runs)
+    assert ran["m_train_total"] == "4.0" and ran["m_eval_total"] == "2.0" and "2 CPU cores" in ran["m_env"]
+
+
+def test_one_colour_and_marker_per_method_whatever_the_figure():
+    labels = [row.label for table in paper.TABLES.values() for row in table.rows]
+    colours = {label: color_of(label) for label in labels}
+    assert all(color_of(label) == colours[label] for label in labels)       # a function of the label alone
+    assert len(set(colours.values())) == len(set(labels))                   # distinct labels, distinct colours
+    assert OTHER_COLOR not in colours.values() and color_of("something else") == OTHER_COLOR
+    assert marker_of("adv0.3") == marker_of("adv5") != marker_of("ima")
+
+
+def test_the_paper_tables_are_stated_once_and_drive_the_configurations():
+    assert [t.number for t in paper.TABLES.values()] == [1, 2, 3, 4, 5, 6]
+    for (dataset, norm), table in paper.TABLES.items():
+        assert len(set(table.labels)) == len(table.rows)
+        configs = table_configs(dataset, norm, "smoke")
+        assert [c.label for c in configs] == list(table.labels) and all(c.eval_eps == table.eps for c in configs)
+        frame = tables.paper_frame(dataset, norm)
+        assert list(frame.columns) == list(table.eps) and frame.loc[table.rows[0].label].tolist() == list(table.rows[0].reported)
+    covid = {c.label: c for c in table_configs("covid", "linf", "smoke")}
+    assert (covid["ce"].optimizer, covid["ce"].weight_decay) == ("adamw", 0.01) and covid["ima"].optimizer == "adam"
+    with pytest.raises(KeyError, match="no table for dataset='moons' with norm='l2'"):
+        paper.paper_table("moons", "l2")
+    with pytest.raises(ValueError, match="2 accuracies for 3 noise levels"):
+        paper.PaperTable(9, "moons", "linf", EPS, (paper.Row("ima", 0.3, (1.0, 0.5)),))
+
+
+def imports_at_module_level(path: Path) -> set[str]:
+    """The imalib modules a file imports when it is loaded (imports inside functions excluded)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.If):   # `if TYPE_CHECKING:` blocks are not run
+            continue
+    return {name for name in names if name.startswith("imalib")}
+
+
+def test_no_module_of_imalib_is_in_an_import_circle():
+    """Loading a module never comes back to it (imports inside functions, run later, are not counted)."""
+    root = Path(__file__).resolve().parent.parent / "imalib"
+    modules = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    graph = {name: {m for m in imports_at_module_level(path) if m in modules and m != name}
+             for name, path in modules.items()}
+    assert {"imalib.book.moons", "imalib.paper", "imalib.tables"} <= set(graph)
+    assert "imalib.paper" in graph["imalib.profiles"]          # the graph sees real edges
+    for start, targets in graph.items():
+        seen, stack = set(), [(m, [start, m]) for m in targets]
+        while stack:
+            current, path = stack.pop()
+            assert current != start, "import circle: " + " -> ".join(path)
+            if current not in seen:
+                seen.add(current)
+                stack.extend((m, [*path, m]) for m in graph[current])
