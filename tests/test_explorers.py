@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from ipywidgets.widgets.widget_link import Link
 
 from imalib.book import explorers as ex
@@ -37,7 +36,7 @@ def test_moons_runs_cover_the_grid_without_the_ablations():
     runs = ex.moons_runs(RESULTS)
     assert {k.label for k in runs} == {"ima", "mma", "trades", "adv0.3", "ce"}
     assert {k.noise for k in runs} == {0.05, 0.1, 0.2} and {k.seed for k in runs} == {0, 1, 2}
-    for key, path in runs.items():
+    for path in runs.values():
         assert _record(path, "config.json")["method_params"] == {}, path
 
 

@@ -33,7 +33,7 @@ def render(url: str, tmp_path: Path) -> tuple[str, list[str]]:
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
                f"--user-data-dir={tmp_path / 'profile'}", f"--log-net-log={netlog}", "--virtual-time-budget=15000",
                "--dump-dom", url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     log = json.loads(netlog.read_text())
     names = {v: k for k, v in log["constants"]["logEventTypes"].items()}
@@ -46,7 +46,7 @@ def render(url: str, tmp_path: Path) -> tuple[str, list[str]]:
 
 def rendered_html(dom: str) -> list[str]:
     """The contents of the HTML widgets the widget manager rendered."""
-    return re.findall(r'class="widget-html-content">(.*?)</div>', dom, flags=re.S)
+    return re.findall(r'class="widget-html-content">(.*?)</div>', dom, flags=re.DOTALL)
 
 
 @needs_browser

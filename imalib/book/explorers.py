@@ -25,25 +25,24 @@ import json
 import math
 import shlex
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import ipywidgets as widgets
-import matplotlib
+import ipywidgets as widgets  # type: ignore[import-untyped]
+import numpy as np
+import torch
+from matplotlib.collections import PatchCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # the explorers render PNGs themselves; no display backend is needed
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.collections import PatchCollection  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from imalib.data import load_splits  # noqa: E402
-from imalib.data.base import DataError, Splits  # noqa: E402
-from imalib.exact import exact_linf_robust  # noqa: E402
-from imalib.runs import Run, load_run  # noqa: E402
+from imalib.config import RunConfig
+from imalib.data import load_splits
+from imalib.data.base import Splits
+from imalib.exact import exact_linf_robust
+from imalib.io import load_state, load_torch
+from imalib.runs import Run, load_run
 
 MOONS_ORDER = ("ima", "mma", "trades", "adv0.3", "ce")
 EXACT_RESOLUTION = 1e-3          # the spacing of the committed exact analyses (imalib.moons_study.RESOLUTION)
@@ -62,7 +61,10 @@ NO_KERNEL_NOTE = ("<i>Precomputed frames: these controls work in the page withou
 def figure_png(fig: Figure, dpi: int, fmt: str = "png") -> bytes:
     """The figure as PNG (or JPEG, for the many frames of a page) bytes."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=dpi, **({"pil_kwargs": {"quality": 85}} if fmt == "jpeg" else {}))
+    if fmt == "jpeg":
+        fig.savefig(buffer, format=fmt, dpi=dpi, pil_kwargs={"quality": 85})
+    else:
+        fig.savefig(buffer, format=fmt, dpi=dpi)
     return buffer.getvalue()
 
 
@@ -304,7 +306,7 @@ class MoonsExplorer(_Explorer):
             self.ax.contour(gx, gy, diff, levels=[0.0], colors="k", linewidths=1.2, zorder=1)]
         test = data.splits.test
         self.points.set_offsets(test.inputs().numpy())
-        self.points.set_color(np.where(test.y.numpy() == 1, RED, BLUE))
+        self.points.set_color([RED if label == 1 else BLUE for label in test.y.tolist()])
         self._drawn_run = data.run.path
 
     def draw(self) -> None:
@@ -416,7 +418,7 @@ class MarginExplorer(_Explorer):
             return
         path = self.runs[key]
         calibration = json.loads((path / "analysis-calibration.json").read_text())
-        config = load_run(path).config
+        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
         stored, exact = np.array(calibration["stored"]), np.array(calibration["exact"])
         cap = margin_cap(config)
         under = stored < cap * (1 - 1e-4)
@@ -493,9 +495,9 @@ class MarginHistogramExplorer(_Explorer):
             return
         self.ax.axis("on")
         path = self.runs[key]
-        run = load_run(path, require_weights=False)
-        values = run.margins.numpy().astype(np.float64)
-        eps_max = run.config.eps
+        config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+        values = load_torch(path / "margins.pt").numpy().astype(np.float64)
+        eps_max = config.eps
         counts, edges, _ = self.ax.hist(values, bins=self.bins, range=(0, max(eps_max, float(values.max()))),
                                         color="#4c72b0")
         self.ax.axvline(eps_max, color="k", ls=":", lw=1)
@@ -506,7 +508,7 @@ class MarginHistogramExplorer(_Explorer):
         self.shown = {"run": path, "counts": counts, "edges": edges, "mean": float(values.mean())}
         rows = [("training samples", str(len(values))), ("mean margin", f"{values.mean():.3f}"),
                 ("share at eps_max or above", f"{float((values >= eps_max * (1 - 1e-4)).mean()):.3f}"),
-                ("profile", run.config.profile)]
+                ("profile", config.profile)]
         self.text.value = "<b>final margins</b>" + _table(["", ""], rows)
 
     def frames(self) -> widgets.VBox:
@@ -547,12 +549,12 @@ def train_command(config: Any, output: str | Path) -> str:
 def missing_weights_message(missing: Sequence[Run], weights_root: str | Path) -> str:
     """What the image explorer needs: the run directories without weights and the commands that train them."""
     minutes = sum(r.result.get("train_seconds", 0.0) for r in missing) / 60
-    lines = [f"The image explorer needs the trained weights (model.pt) of {len(missing)} Fashion-MNIST run(s); "
-             f"image-model weights are not committed. Missing:"]
+    lines = [(f"The image explorer needs the trained weights (model.pt) of {len(missing)} Fashion-MNIST run(s); "
+              f"image-model weights are not committed. Missing:")]
     lines += [f"  {r.path}" for r in missing]
-    lines += [f"Train them into {weights_root} (about {minutes:.0f} CPU minutes in all, by the records' "
-              f"train_seconds; results/ is left untouched), then create the explorer with "
-              f"weights_root={str(weights_root)!r}:"]
+    lines += [(f"Train them into {weights_root} (about {minutes:.0f} CPU minutes in all, by the records' "
+               f"train_seconds; results/ is left untouched), then create the explorer with "
+               f"weights_root={str(weights_root)!r}:")]
     lines += [f"  {train_command(r.config, weights_root)}" for r in missing]
     return "\n".join(lines)
 
@@ -614,8 +616,6 @@ class ImageExplorer(_Explorer):
                 if folder == record.path:
                     return load_run(folder)
                 run = load_run(record.path, require_weights=False)
-                from imalib.io import load_state, load_torch
-
                 load_state(run.model, load_torch(folder / "model.pt"), folder / "model.pt")
                 run.model.eval()
                 return Run(path=record.path, model=run.model, config=run.config, result=run.result)
