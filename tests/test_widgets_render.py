@@ -103,3 +103,31 @@ def test_book_page_renders_its_widgets_offline(page, tmp_path):
     assert rendered >= views, f"{rendered} of {views} widget views rendered"
     images = re.findall(r'<img class="[^"]*widget-image[^"]*" src="([^"]{0,16})', dom)
     assert images and all(src.startswith(("blob:", "data:")) for src in images), images
+
+
+def test_papermill_stores_the_widget_state_the_pages_embed(tmp_path):
+    """imalib.notebooks runs the chapters with papermill; its client (nbclient, store_widget_state on by
+    default) must save every widget model, links included, in the executed notebook's metadata."""
+    import nbformat
+    import papermill
+
+    source = tmp_path / "widgets.ipynb"
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(
+        "import ipywidgets as w\n"
+        "stack = w.Stack(children=[w.HTML('frame 0'), w.HTML('frame 1')], selected_index=0)\n"
+        "slider = w.SelectionSlider(options=[0.1, 0.2], index=0)\n"
+        "w.jslink((slider, 'index'), (stack, 'selected_index'))\n"
+        "w.VBox([slider, stack])")]
+    nbformat.write(notebook, source)
+    target = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(source), str(target), kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    executed = nbformat.read(target, as_version=4)
+    state = executed.metadata["widgets"][STATE]["state"]
+    names = sorted(model["model_name"] for model in state.values())
+    for name in ("LinkModel", "StackModel", "SelectionSliderModel", "VBoxModel"):
+        assert name in names, names
+    assert sum(name == "HTMLModel" for name in names) == 2
+    views = [o for o in executed.cells[0].outputs if VIEW in o.get("data", {})]
+    assert len(views) == 1 and views[0]["data"][VIEW]["model_id"] in state

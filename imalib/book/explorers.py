@@ -554,7 +554,7 @@ def missing_weights_message(missing: Sequence[Run], weights_root: str | Path) ->
     lines += [f"  {r.path}" for r in missing]
     lines += [(f"Train them into {weights_root} (about {minutes:.0f} CPU minutes in all, by the records' "
                f"train_seconds; results/ is left untouched), then create the explorer with "
-               f"weights_root={str(weights_root)!r}:")]
+               f"weights_root={str(weights_root)!r} (paths are relative to the folder this runs in):")]
     lines += [f"  {train_command(r.config, weights_root)}" for r in missing]
     return "\n".join(lines)
 
