@@ -25,7 +25,8 @@ import json
 import math
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ class _Explorer:
         self.text = widgets.HTML()
         self.timings: list[float] = []
         self.shown: dict[str, Any] = {}
+        self._framing = False
 
     def _watch(self, controls: Sequence[widgets.Widget]) -> None:
         for control in controls:
@@ -114,8 +116,20 @@ class _Explorer:
     def update(self) -> None:
         began = time.perf_counter()
         self.draw()
-        self.image.value = figure_png(self.figure, self.dpi)
+        if not self._framing:   # while frames are precomputed, each frame is encoded once, by snapshot()
+            self.image.value = figure_png(self.figure, self.dpi)
         self.timings.append(time.perf_counter() - began)
+
+    @contextmanager
+    def framing(self) -> Iterator[None]:
+        """Precompute frames: controls still redraw the figure, but the live image is encoded only once,
+        at the end."""
+        self._framing = True
+        try:
+            yield
+        finally:
+            self._framing = False
+            self.update()
 
     def draw(self) -> None:  # pragma: no cover - every explorer defines it
         raise NotImplementedError
@@ -353,13 +367,14 @@ class MoonsExplorer(_Explorer):
             raise KeyError(f"no finished Moons run for noise {noise:g}, seed {seed}")
         self.seed.value, self.noise.value = seed, noise
         rows = []
-        for label in labels:
-            self.method.value = label
-            row = []
-            for eps in self.eps.options:
-                self.eps.value = eps
-                row.append(self.snapshot())
-            rows.append(row)
+        with self.framing():
+            for label in labels:
+                self.method.value = label
+                row = []
+                for eps in self.eps.options:
+                    self.eps.value = eps
+                    row.append(self.snapshot())
+                rows.append(row)
         method = widgets.Dropdown(options=labels, index=0, description="method")
         eps = widgets.SelectionSlider(options=list(self.eps.options), index=0, description="eps")
         stack = _stack_frames(rows, method, eps)
@@ -446,13 +461,14 @@ class MarginExplorer(_Explorer):
         """Every method x seed, precomputed and tied to two dropdowns in the browser (jslink)."""
         labels, seeds = list(self.method.options), list(self.seed.options)
         rows = []
-        for label in labels:
-            self.method.value = label
-            row = []
-            for seed in seeds:
-                self.seed.value = seed
-                row.append(self.snapshot())
-            rows.append(row)
+        with self.framing():
+            for label in labels:
+                self.method.value = label
+                row = []
+                for seed in seeds:
+                    self.seed.value = seed
+                    row.append(self.snapshot())
+                rows.append(row)
         method = widgets.Dropdown(options=labels, index=0, description="method")
         seed = widgets.Dropdown(options=seeds, index=0, description="seed")
         return widgets.VBox([widgets.HTML(NO_KERNEL_NOTE), widgets.HBox([method, seed]),
@@ -515,13 +531,14 @@ class MarginHistogramExplorer(_Explorer):
         """Every method x norm, precomputed and tied to two toggles in the browser (jslink)."""
         methods, norms = list(self.method.options), list(self.norm.options)
         rows = []
-        for method in methods:
-            self.method.value = method
-            row = []
-            for norm in norms:
-                self.norm.value = norm
-                row.append(self.snapshot())
-            rows.append(row)
+        with self.framing():
+            for method in methods:
+                self.method.value = method
+                row = []
+                for norm in norms:
+                    self.norm.value = norm
+                    row.append(self.snapshot())
+                rows.append(row)
         method = widgets.ToggleButtons(options=methods, index=0, description="method")
         norm = widgets.ToggleButtons(options=norms, index=0, description="norm")
         return widgets.VBox([widgets.HTML(NO_KERNEL_NOTE), method, norm, _stack_frames(rows, method, norm)])
@@ -714,13 +731,14 @@ class ImageExplorer(_Explorer):
         self.index.value = index
         labels = list(self.method.options)
         rows = []
-        for label in labels:
-            self.method.value = label
-            row = []
-            for eps in self.eps.options:
-                self.eps.value = eps
-                row.append(self.snapshot())
-            rows.append(row)
+        with self.framing():
+            for label in labels:
+                self.method.value = label
+                row = []
+                for eps in self.eps.options:
+                    self.eps.value = eps
+                    row.append(self.snapshot())
+                rows.append(row)
         method = widgets.Dropdown(options=labels, index=0, description="model")
         eps = widgets.SelectionSlider(options=list(self.eps.options), index=0, description="eps")
         return widgets.VBox([widgets.HTML(f"{NO_KERNEL_NOTE} Norm {self.norm.value}, image #{index}."),
