@@ -29,7 +29,7 @@ def digest(results_root: Path) -> dict[str, dict[str, object]]:
     for method, params in RUNS:
         config = table_configs("moons", "linf", "smoke", methods=[method], method_params={method: params})[0]
         run = run_experiment(config, results_root=results_root, progress=False)
-        result = run.result  # the result.json dict (works before and after the typed records)
+        result = run.record.to_json()  # the result.json dict
         margins_file = run.path / "margins.pt"
         margins = load_torch(margins_file).numpy().tobytes() if margins_file.exists() else b""
         weights = b"".join(t.numpy().tobytes() for t in load_torch(run.path / "model.pt").values())

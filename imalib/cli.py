@@ -22,16 +22,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from imalib.config import DATASETS, NORMS, PROFILES, RunConfig
 from imalib.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from imalib.methods import METHODS
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from imalib.records import ResultRecord
 
 # Nothing heavier than the configuration is imported here: ``imalib --help`` needs no torch. Each command
 # imports what it runs.
@@ -191,56 +186,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row_order(dataset: str, norm: str, label: str) -> tuple[int, str]:
-    from imalib.profiles import table_configs
-
-    try:
-        labels = [row.label for row in table_configs(dataset, norm, "smoke")]
-    except ConfigError:  # no paper table for this pair: alphabetical
-        labels = []
-    return (labels.index(label) if label in labels else len(labels), label)
-
-
-def report_tables(records: Sequence[ResultRecord]) -> list[tuple[str, pd.DataFrame]]:
-    """One (caption, table) per (dataset, norm, profile): methods as rows, eps as columns, accuracy in %.
-
-    A value marked ``*`` is higher than the one at the previous eps (a sign of
-    gradient masking). Two records with the same label (other seeds or
-    parameters) get their seed and config hash appended to the row name.
-    (To move into imalib/tables.py beside the book's tables.)
-    """
-    import pandas as pd
-
-    groups: dict[tuple[str, str, str], list[ResultRecord]] = {}
-    for record in records:
-        groups.setdefault((record.dataset, record.norm, record.profile), []).append(record)
-    tables = []
-    for (dataset, norm, profile), group in sorted(groups.items()):
-        group = sorted(group, key=lambda r: (_row_order(dataset, norm, r.label), r.seed))
-        labels = [r.label for r in group]
-        rows: dict[str, dict[str, str]] = {}
-        for record in group:
-            name = record.label
-            if labels.count(name) > 1:
-                name = f"{name} (seed {record.seed}, {record.config_hash[:6]})"
-            rows[name] = {f"{eps:g}": f"{100 * acc:.1f}" + ("*" if rise else "")
-                          for eps, acc, rise in zip(record.eps, record.accuracy, record.rises)}
-        frame = pd.DataFrame.from_dict(rows, orient="index")
-        frame = frame[sorted(frame.columns, key=float)].fillna("")
-        frame.index.name = "method"
-        n_tests = sorted({r.n_test for r in group}, key=str)
-        steps = sorted({r.config.eval_steps for r in group}, key=str)
-        caption = (f"{dataset} / {norm}: robust accuracy (%) by eps; profile {profile}, "
-                   f"n_test {'/'.join(map(str, n_tests))}, PGD steps {'/'.join(map(str, steps))}")
-        if any("*" in value for row in rows.values() for value in row.values()):
-            caption += " (* = higher than at the previous eps: gradient masking?)"
-        tables.append((caption, frame))
-    return tables
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the tables of every evaluated run under the results root."""
     from imalib.records import collect
+    from imalib.tables import report_tables
 
     if args.dataset is not None:
         _choice("dataset", args.dataset, DATASETS)
@@ -341,4 +290,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-__all__ = ["build_parser", "check_output", "config_from_args", "main", "parse_params", "parse_value", "report_tables"]
+__all__ = ["build_parser", "check_output", "config_from_args", "main", "parse_params", "parse_value"]

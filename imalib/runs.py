@@ -46,16 +46,6 @@ class Run:
     record: ResultRecord
     has_weights: bool = True
 
-    @property
-    def result(self) -> dict[str, Any]:
-        """COMPATIBILITY (remove once the book reads ``run.record``): the record as the ``result.json`` dict."""
-        return self.record.to_json()
-
-    @property
-    def margins(self) -> torch.Tensor | None:
-        """COMPATIBILITY (remove once the book calls :func:`load_margins`): the final margins, read from disk."""
-        return load_margins(self)
-
 
 def load_margins(run: Run) -> torch.Tensor | None:
     """The final margin store of ``run`` (IMA, MMA) from its ``margins.pt``, or None."""

@@ -16,6 +16,7 @@ from imalib.book import moons
 from imalib.book.plots import OTHER_COLOR, color_of, marker_of
 from imalib.config import RunConfig
 from imalib.profiles import table_configs
+from imalib.records import ResultRecord
 from imalib.runs import Run
 
 EPS = (0.0, 0.1, 0.3)
@@ -26,10 +27,15 @@ def fake_run(label: str, seed: int, accuracy: list[float], tmp_path: Path | None
     method, eps = ("adv", 0.3) if label == "adv0.3" else (label, 0.0 if label == "ce" else 0.3)
     config = RunConfig.from_dict({"dataset": "moons", "method": method, "norm": "linf", "eps": eps,
                                   "profile": "smoke", "epochs": 1, "batch_size": 8, "eval_eps": EPS, "seed": seed})
-    result = {"eps": list(EPS), "accuracy": accuracy, "envelope": accuracy, "rises": [0] * len(EPS),
-              "train_seconds": 60.0, "eval_seconds": 30.0, "history": [{"mean_margin": 0.1}],
-              "environment": {"machine": "x86_64", "cpu_count": 2, "torch": "2", "torch_threads": 1}}
-    return Run(path=tmp_path or Path("."), model=torch.nn.Identity(), config=config, result=result)
+    record = ResultRecord.from_json({
+        "dataset": "moons", "method": method, "label": config.label, "norm": "linf", "profile": "smoke",
+        "seed": seed, "config_hash": config.hash(), "config": config.to_dict(), "data": "made up",
+        "n_train": 8, "n_test": 4, "eps": list(EPS), "accuracy": accuracy, "envelope": accuracy,
+        "rises": [False] * len(EPS), "history": [{"epoch": 1, "train_acc": 1.0, "seconds": 1.0, "mean_margin": 0.1}],
+        "margins": None, "train_seconds": 60.0, "eval_seconds": 30.0, "seconds_note": "made up",
+        "environment": {"python": "3", "torch": "2", "numpy": "2", "sklearn": "1", "machine": "x86_64",
+                        "processor": "", "cpu_count": 2, "torch_threads": 1, "cuda": None}})
+    return Run(path=tmp_path or Path("."), model=torch.nn.Identity(), config=config, record=record)
 
 
 def test_missed_by_pgd_lists_exactly_the_points_pgd_wrongly_called_robust():

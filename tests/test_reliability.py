@@ -208,7 +208,7 @@ def test_killed_run_leaves_complete_files_and_resumes(signum: int, tmp_path: Pat
 
     run = run_experiment(config, results_root=root, progress=False)
     assert (path / "result.json").is_file() and not (path / "checkpoint.pt").exists()
-    assert [entry["epoch"] for entry in run.result["history"]] == [1, 2, 3]
+    assert [entry.epoch for entry in run.record.history] == [1, 2, 3]
     assert {p.name for p in path.iterdir() if not TEMP_FILE.match(p.name)} == {
         "config.json", "model.pt", "train.json", "robust.pt", "result.json"}
 
@@ -249,7 +249,7 @@ def test_same_seed_same_result(tmp_path: Path) -> None:
     first = run_experiment(config, results_root=tmp_path / "one", progress=False)
     second = run_experiment(config, results_root=tmp_path / "two", progress=False)
     assert first.path != second.path
-    assert _stable(first.result) == _stable(second.result)
+    assert _stable(first.record.to_json()) == _stable(second.record.to_json())
     for name in ("model.pt", "margins.pt", "robust.pt"):
         a, b = load_torch(first.path / name), load_torch(second.path / name)
         if isinstance(a, dict):

@@ -77,7 +77,7 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
     order = [label for label in paper_table(dataset, norm).labels if any(r.config.label == label for r in runs)]
     frame = tables.results_frame(runs)
     mean = tables.mean_table(frame, order=order)
-    n_test = runs[0].result["n_test"]
+    n_test = runs[0].record.n_test
     glue_text(key + "status", f"{len(runs)} of {len(configs)} rows measured at profile `{profile}` "
                               f"on {n_test} test images (seed {seed}, one training run per row). With {n_test} "
                               f"test images an accuracy carries a binomial standard error of up to "

@@ -302,7 +302,8 @@ class MoonsExplorer(_Explorer):
         return data.witnesses
 
     def accuracies(self, data: _MoonsData, eps: float) -> dict[str, float | None]:
-        return {"PGD": _at(data.run.result, eps), "PGD×20": _at(data.restarts, eps), "exact": _at(data.exact, eps)}
+        record = data.run.record
+        return {"PGD": _at({"eps": record.eps, "accuracy": record.accuracy}, eps), "PGD×20": _at(data.restarts, eps), "exact": _at(data.exact, eps)}
 
     # -- drawing
 
@@ -310,7 +311,7 @@ class MoonsExplorer(_Explorer):
         for artist in self._background:
             artist.remove()
         if data.grid is None:
-            from imalib.report import decision_grid
+            from imalib.book.plots import decision_grid
 
             data.grid = decision_grid(data.run.model, self.xlim, self.ylim, n=self.grid_points)
         gx, gy, diff = data.grid
@@ -565,7 +566,7 @@ def train_command(config: Any, output: str | Path) -> str:
 
 def missing_weights_message(missing: Sequence[Run], weights_root: str | Path) -> str:
     """What the image explorer needs: the run directories without weights and the commands that train them."""
-    minutes = sum(r.result.get("train_seconds", 0.0) for r in missing) / 60
+    minutes = sum(r.record.train_seconds for r in missing) / 60
     lines = [(f"The image explorer needs the trained weights (model.pt) of {len(missing)} Fashion-MNIST run(s); "
               f"image-model weights are not committed. Missing:")]
     lines += [f"  {r.path}" for r in missing]
@@ -635,7 +636,7 @@ class ImageExplorer(_Explorer):
                 run = load_run(record.path, require_weights=False)
                 load_state(run.model, load_torch(folder / "model.pt"), folder / "model.pt")
                 run.model.eval()
-                return Run(path=record.path, model=run.model, config=run.config, result=run.result)
+                return Run(path=record.path, model=run.model, config=run.config, record=run.record)
         return None
 
     def _labels(self) -> list[str]:

@@ -349,8 +349,8 @@ def margin_modes(runs: Sequence[Run], fused_runs: Sequence[Run]) -> Glue:
     for name, group in (("paper", paper_mode), ("fused", list(fused_runs))):
         if group:
             time_rows.append({"margin update": name, "runs": len(group),
-                              "mean training seconds": np.mean([r.result["train_seconds"] for r in group]),
-                              "final mean margin": np.mean([r.result["history"][-1]["mean_margin"] for r in group])})
+                              "mean training seconds": np.mean([r.record.train_seconds for r in group]),
+                              "final mean margin": np.mean([r.record.final.mean_margin for r in group])})
     return {"m_modes": mode_text, "m_modes_time": pd.DataFrame(time_rows).set_index("margin update").round(3)}
 
 
@@ -466,8 +466,8 @@ def noise_sweep(sweep: Sequence[Run], missing: Sequence[Any], seed: int) -> Glue
     def at(record: dict[str, Any], eps: float) -> float:  # accuracy at eps in a record {"eps": [...], "accuracy": [...]}
         return dict(zip(record["eps"], record["accuracy"]))[eps]
 
-    clean_at = {key(r): at(r.result, 0.0) for r in sweep}
-    pgd_at = {key(r): at(r.result, hard_eps) for r in sweep}
+    clean_at = {key(r): r.record.accuracy_at(0.0) for r in sweep}
+    pgd_at = {key(r): r.record.accuracy_at(hard_eps) for r in sweep}
     exact_at = {key(r): at(cached_analysis(r, "exact"), hard_eps) for r in sweep}
     restart_at = {key(r)[:2]: at(cached_analysis(r, f"pgd-restarts{RESTARTS}"), hard_eps)
                   for r in sweep if r.config.seed == seed}
@@ -526,13 +526,13 @@ def what_ran(runs: Sequence[Run]) -> Glue:
     cfg = runs[0].config.to_dict()
     params = pd.DataFrame({"value": {k: str(v) for k, v in cfg.items()
                                      if k not in ("method", "eps", "seed", "method_params")}})
-    env = runs[0].result["environment"]
+    env = runs[0].record.environment
     return {
         "m_params": params.rename_axis("parameter"),
-        "m_env": f"{env['machine']}, {env['cpu_count']} CPU cores, torch {env['torch']}, "
-                 f"{env['torch_threads']} thread(s) per process",
-        "m_train_total": format(sum(r.result["train_seconds"] for r in runs) / 60, ".1f"),
-        "m_eval_total": format(sum(r.result["eval_seconds"] for r in runs) / 60, ".1f"),
+        "m_env": f"{env.machine}, {env.cpu_count} CPU cores, torch {env.torch}, "
+                 f"{env.torch_threads} thread(s) per process",
+        "m_train_total": format(sum(r.record.train_seconds for r in runs) / 60, ".1f"),
+        "m_eval_total": format(sum(r.record.eval_seconds for r in runs) / 60, ".1f"),
     }
 
 

@@ -95,8 +95,8 @@ def plot_decision_boundaries(runs: Sequence[Run], x: torch.Tensor, y: torch.Tens
         ax.contourf(gx, gy, diff > 0, levels=[-0.5, 0.5, 1.5], colors=["#c6dbef", "#fcbba1"], alpha=0.6)
         ax.contour(gx, gy, diff, levels=[0.0], colors="k", linewidths=1.2)
         ax.scatter(x[:, 0], x[:, 1], c=np.where(y.numpy() == 1, "#cb181d", "#2171b5"), s=2, alpha=0.5)
-        accuracy = run.result["accuracy"]
-        ax.set_title(f"{run.config.label}: clean {accuracy[0]:.3f}, eps {run.result['eps'][-1]:g}: {accuracy[-1]:.3f}",
+        accuracy = run.record.accuracy
+        ax.set_title(f"{run.config.label}: clean {accuracy[0]:.3f}, eps {run.record.eps[-1]:g}: {accuracy[-1]:.3f}",
                      fontsize=9)
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
