@@ -1,0 +1,73 @@
+"""Checks that guard the book's findings: a sentence a person wrote, and the condition on the records it rests on.
+
+A chapter states a finding in its prose, with the numbers glued from the
+records, and puts beside it a hidden cell that calls :func:`check` with the
+condition the sentence asserts (an ordering, a gap larger than the test set's
+resolution, a value within the seed spread, ...). When the records change so
+that the condition no longer holds, executing the chapter raises
+:class:`FindingNotSupported`, and the book build fails instead of printing a
+sentence its data contradict.
+
+Nothing here writes prose: the sentence stays in the chapter, where a person
+wrote it; the check names it by a short quotation so the failure says which
+sentence to revisit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+
+class FindingNotSupported(AssertionError):
+    """A sentence of the book states a finding that the records no longer support."""
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return repr(value)
+
+
+def check(condition: bool, claim: str, **numbers: object) -> None:
+    """Raise :class:`FindingNotSupported` unless ``condition`` holds.
+
+    ``claim`` quotes the sentence the check guards; ``numbers`` are the values
+    the condition was computed from, printed in the error so a reader sees at
+    once what changed.
+    """
+    if not isinstance(condition, bool):
+        condition = bool(condition)  # numpy booleans
+    if condition:
+        return
+    shown = ", ".join(f"{name}={_show(value)}" for name, value in numbers.items())
+    raise FindingNotSupported(f"the book says {claim!r}, but the records give {shown or 'no support'}: "
+                              f"re-read the sentence against the records, or re-check the runs")
+
+
+def standard_error(accuracy: float, n: int) -> float:
+    """Binomial standard error of an accuracy measured on ``n`` test samples."""
+    if n <= 0:
+        raise ValueError(f"n={n}: a standard error needs at least one test sample")
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n)
+
+
+def resolved(a: float, b: float, n: int, k: float = 2.0) -> bool:
+    """True when a and b (two accuracies on ``n`` samples each) differ by more than ``k`` standard errors."""
+    spread = math.sqrt(standard_error(a, n) ** 2 + standard_error(b, n) ** 2)
+    return abs(a - b) > k * spread
+
+
+def ranking(values: Mapping[str, float]) -> list[str]:
+    """Labels from the highest value to the lowest (ties keep the mapping's order)."""
+    return sorted(values, key=lambda label: -values[label])
+
+
+def ranked_first(values: Mapping[str, float], label: str) -> bool:
+    """True when ``label`` has the highest value (ties count as first)."""
+    return values[label] >= max(values.values())
+
+
+def within(values: Sequence[float], lower: float, upper: float) -> bool:
+    """True when every value lies in [lower, upper]."""
+    return all(lower <= v <= upper for v in values)
