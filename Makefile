@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= cpu
-# pytest workers: the notebook smoke runs are the bulk of the suite and each uses one core
-JOBS ?= 2
+# pytest-xdist workers (auto: one per physical core): the notebook smoke runs are the bulk and use one core each
+JOBS ?= auto
 export IMALIB_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 1

@@ -19,9 +19,16 @@ from pathlib import Path
 import pytest
 
 HTML = Path(__file__).resolve().parent.parent / "_build" / "html"
-PAGES = ["book/intro.html", "book/generated/method.html", "book/generated/equilibrium.html",
-         "book/generated/moons.html", "book/generated/fashion_mnist.html", "book/generated/svhn.html",
-         "book/generated/covid.html", "book/generated/reproducing.html"]
+PAGES = [
+    "book/intro.html",
+    "book/generated/method.html",
+    "book/generated/equilibrium.html",
+    "book/generated/moons.html",
+    "book/generated/fashion_mnist.html",
+    "book/generated/svhn.html",
+    "book/generated/covid.html",
+    "book/generated/reproducing.html",
+]
 
 if not (HTML / "index.html").exists():
     if os.environ.get("IMALIB_REQUIRE_BOOK"):
@@ -30,9 +37,11 @@ if not (HTML / "index.html").exists():
 
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-NO_BROWSER = ("NO CHROMIUM: the browser check of the book did not run. Enable it with `apt-get install chromium` "
-              "(Debian/Ubuntu, as root; `make test` does this itself when run as root) or set IMALIB_CHROMIUM to a "
-              "Chromium or Chrome binary")
+NO_BROWSER = (
+    "NO CHROMIUM: the browser check of the book did not run. Enable it with `apt-get install chromium` "
+    "(Debian/Ubuntu, as root; `make test` does this itself when run as root) or set IMALIB_CHROMIUM to a "
+    "Chromium or Chrome binary"
+)
 
 
 def find_browser() -> str | None:
@@ -63,10 +72,21 @@ def browser_or_skip() -> str:
 def render(page: str, tmp_path: Path) -> str:
     """The page's DOM after its scripts ran (MathJax included), from headless Chromium, offline."""
     browser = browser_or_skip()
-    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom",
-               (HTML / page).as_uri()]
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        (HTML / page).as_uri(),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
