@@ -4,11 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= cpu
-# pytest-xdist workers (auto: one per physical core): the notebook smoke runs are the bulk and use one core each
+# pytest-xdist workers (auto: one per physical core); each test process uses one thread
 JOBS ?= auto
 export IMALIB_DATA_ROOT ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export PYTHONHASHSEED := 0
-export OMP_NUM_THREADS ?= 1
 # `make ... NO_INSTALL=1` uses .venv as it is and never runs pip (for a shared or hand-made virtualenv)
 INSTALLED := $(if $(NO_INSTALL),,$(STAMP))
 
@@ -63,7 +62,7 @@ browser:
 # The tests (smoke runs of every notebook included, JOBS in parallel), then the book from the committed records
 # only (no training, warnings are errors), then the rendered pages in headless Chromium, the links, lint and types.
 test: $(INSTALLED) browser
-	$(PY) -m pytest -q -rs -n $(JOBS) --durations=15 tests --ignore=tests/test_book_render.py --ignore=tests/test_links.py
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rs -n $(JOBS) --durations=15 tests --ignore=tests/test_book_render.py --ignore=tests/test_links.py
 	$(MAKE) notebooks html NOTEBOOK_FLAGS=--no-train
 	IMALIB_REQUIRE_BOOK=1 $(PY) -m pytest -q -rs -p no:cacheprovider tests/test_book_render.py tests/test_links.py
 	$(MAKE) lint
