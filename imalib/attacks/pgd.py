@@ -7,7 +7,17 @@ from torch import Tensor, nn
 
 from imalib.context import frozen_eval
 from imalib.losses import attack_loss
-from imalib.norms import Clip, Eps, Norm, as_column, ascent_direction, check_norm, clip_box, project_ball, random_in_ball
+from imalib.norms import (
+    Clip,
+    Eps,
+    Norm,
+    as_column,
+    ascent_direction,
+    check_norm,
+    clip_box,
+    project_ball,
+    random_in_ball,
+)
 
 
 def pgd(
@@ -85,7 +95,8 @@ def pgd(
                 if not bool(still.all()):
                     x_adv[rows[~still]] = current[~still]
                     rows, current, grad, start, labels, r, step = (
-                        t[still] for t in (rows, current, grad, start, labels, r, step))
+                        t[still] for t in (rows, current, grad, start, labels, r, step)
+                    )
             moved = current + step * ascent_direction(grad, norm)
             current = clip_box(start + project_ball(moved - start, r.flatten(), norm), clip)
         x_adv[rows] = current.detach()
