@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 
 from imalib.config import ConfigError, RunConfig
 from imalib.data import load_splits
+from imalib.device import device_name
 from imalib.evaluate import evaluate_robustness
 from imalib.io import CheckpointError, load_state, load_torch, save_torch, write_json
 from imalib.methods import build_method
@@ -51,16 +51,10 @@ def run_dir(config: RunConfig, results_root: str | Path) -> Path:
 
 
 def environment() -> dict[str, Any]:
-    """Library versions and hardware, recorded with every result."""
-    import numpy
-    import sklearn
+    """Library versions, hardware and the GPU numerics flags, recorded with every result (imalib.device)."""
+    from imalib.device import environment as device_environment
 
-    return {
-        "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-        "sklearn": sklearn.__version__, "machine": platform.machine(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    return device_environment()
 
 
 def _check_writable(path: Path) -> None:
@@ -76,7 +70,7 @@ def _check_writable(path: Path) -> None:
 
 
 def train_run(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-              device: str = "cpu", progress: bool = True) -> Path:
+              device: str = "auto", progress: bool = True) -> Path:
     """Train ``config`` into its run directory (resuming from ``checkpoint.pt``); returns the directory.
 
     Writes ``config.json`` first, ``checkpoint.pt`` after every epoch, then
@@ -86,6 +80,7 @@ def train_run(config: RunConfig, *, results_root: str | Path = "results", data_r
     path = run_dir(config, results_root)
     if (path / "train.json").exists() and (path / "model.pt").exists():
         return path
+    device = device_name(device)
     _check_writable(path)
     splits = load_splits(config.dataset, root=data_root, n_train=config.n_train, n_test=config.n_test,
                          seed=config.seed, params=dict(config.data_params))
@@ -115,9 +110,10 @@ def train_run(config: RunConfig, *, results_root: str | Path = "results", data_r
     return path
 
 
-def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "cpu") -> dict[str, Any]:
+def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
     """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically)."""
     path = Path(path)
+    device = device_name(device)
     if not (path / "train.json").exists():
         raise FileNotFoundError(f"{path} holds no trained model (no train.json); train it first")
     config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
@@ -139,7 +135,8 @@ def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, devic
         "rises": robustness.rises, "history": log["history"], "margins": log.get("margins"),
         "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds, "environment": environment(),
         "eval_protocol": ("first-misclassified: each PGD run stops a sample at its first misclassified iterate "
-                          "(never weaker than judging the final iterate, as the paper's advertorch loop did)"),
+                          "and counts it broken, whatever a later forward pass says (never weaker than judging the "
+                          "final iterate, as the paper's advertorch loop did); TF32 off"),
         "seconds_note": "measured on the machine in 'environment'; train_seconds excludes evaluation",
     }
     save_torch(path / "robust.pt", robustness.robust)
@@ -148,7 +145,7 @@ def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, devic
 
 
 def run_experiment(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-                   device: str = "cpu", force: bool = False, progress: bool = True) -> Run:
+                   device: str = "auto", force: bool = False, progress: bool = True) -> Run:
     """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it.
 
     ``force=True`` deletes the run directory first and starts from scratch.
