@@ -59,7 +59,6 @@ def numerics_flags() -> dict[str, Any]:
         "cudnn_allow_tf32": bool(cudnn.allow_tf32),
         "cudnn_deterministic": bool(cudnn.deterministic),
         "cudnn_benchmark": bool(cudnn.benchmark),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
     }
 
@@ -73,14 +72,11 @@ def exact_float32() -> Iterator[None]:
     boundary, where that rounding can flip a verdict.
     """
     matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    precision = torch.get_float32_matmul_precision()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(precision)
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.backends.cudnn.allow_tf32 = conv
 
@@ -99,6 +95,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
         "sklearn": sklearn.__version__, "machine": platform.machine(), "processor": platform.processor(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch dispatches to
         "cuda": torch.cuda.get_device_name(0) if cuda else None,
         "cuda_version": torch.version.cuda, "cudnn_version": torch.backends.cudnn.version() if cuda else None,
         "evaluation_tf32": False,

@@ -133,7 +133,8 @@ def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, devic
         "data": splits.note, "n_train": log["n_train"], "n_test": len(splits.test),
         "eps": list(robustness.eps), "accuracy": robustness.accuracy, "envelope": robustness.envelope,
         "rises": robustness.rises, "history": log["history"], "margins": log.get("margins"),
-        "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds, "environment": environment(),
+        "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds, "device": device,
+        "environment": environment(),
         "eval_protocol": ("first-misclassified: each PGD run stops a sample at its first misclassified iterate "
                           "and counts it broken, whatever a later forward pass says (never weaker than judging the "
                           "final iterate, as the paper's advertorch loop did); TF32 off"),
