@@ -91,8 +91,9 @@ def record(path: Path) -> tuple[list[float], torch.Tensor]:
 
 def test_local_sweep_lands_records_in_one_root(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    argv = ["--dataset", "moons", "--profile", "smoke", "--seeds", "0,1", "--methods", "ce,ima", "--executor",
-            "local", "--parallel", "2", "--threads", "1", "--output", str(out), "--device", "cpu"]
+    argv = ["--dataset", "moons", "--profile", "smoke", "--seeds", "0,1", "--methods", "ce,ima", "--n-train", "256",
+            "--n-test", "64", "--executor", "local", "--parallel", "2", "--threads", "1", "--output", str(out),
+            "--device", "cpu"]
     assert main(argv) == 0
     landed = sorted(p.parent.name for p in out.rglob("result.json"))
     assert len(landed) == 4 and sum(name.startswith("ima-") for name in landed) == 2
@@ -109,8 +110,8 @@ def test_local_sweep_lands_records_in_one_root(tmp_path: Path) -> None:
 
 def test_a_job_killed_mid_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    argv = ["--dataset", "moons", "--profile", "smoke", "--methods", "ce", "--epochs", "150", "--executor", "local",
-            "--threads", "1", "--device", "cpu", "--output", str(out)]
+    argv = ["--dataset", "moons", "--profile", "smoke", "--methods", "ce", "--epochs", "150", "--n-train", "512",
+            "--n-test", "64", "--executor", "local", "--threads", "1", "--device", "cpu", "--output", str(out)]
     plan = plan_for(*argv)
     (job,) = plan.jobs
     run = Path(job.describe().split(" -> ")[1])
