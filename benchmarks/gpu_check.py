@@ -41,6 +41,7 @@ from imalib.device import device_name, environment
 from imalib.evaluate import evaluate_robustness
 from imalib.methods import build_method
 from imalib.models import build_model
+from imalib.norms import Norm
 from imalib.profiles import EVAL_EPS
 from imalib.train import fit, make_optimizer
 
@@ -114,7 +115,7 @@ def _sync(device: str) -> None:
 
 def smoke_cell(dataset: str, method: str, splits: Splits, device: str) -> dict[str, Any]:
     """One epoch of two training batches (with the method's end-of-epoch step) and one evaluation; raises on failure."""
-    norm = "l2" if method == "ddn" else "linf"
+    norm: Norm = "l2" if method == "ddn" else "linf"
     eps = 0.0 if method == "ce" else (L2_EPS if norm == "l2" else TRAIN_EPS)[dataset]
     torch.manual_seed(0)
     model = build_model(dataset).to(device)
@@ -168,7 +169,7 @@ def paper_epoch(method: str, device: str, data_root: str | None, batches: int | 
 def _attempt(work: Callable[[], dict[str, Any]], label: dict[str, Any]) -> dict[str, Any]:
     try:
         return work()
-    except Exception as error:  # a failing cell is the finding: record it and go on with the others
+    except Exception as error:  # noqa: BLE001 - a failing cell is the finding: record it and go on with the others
         last = traceback.format_exception_only(type(error), error)[-1].strip()
         print(f"  FAILED {label}: {last}", file=sys.stderr)
         return {**label, "ok": False, "error": last}
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in datasets:
             splits, source = smoke_splits(dataset, Path(scratch) / dataset, args.data_root, args.image_size)
             for method in methods:
-                cell = _attempt(lambda: smoke_cell(dataset, method, splits, device),
+                cell = _attempt(lambda d=dataset, m=method, s=splits: smoke_cell(d, m, s, device),  # type: ignore[misc]
                                 {"dataset": dataset, "method": method})
                 cell["data"] = source
                 cells.append(cell)
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"evaluation {cell['eval_seconds']:.2f} s")
     epochs = []
     for method in [m for m in args.paper_methods.split(",") if m]:
-        epoch = _attempt(lambda: paper_epoch(method, device, args.data_root, args.paper_batches), {"method": method})
+        epoch = _attempt(lambda m=method: paper_epoch(m, device, args.data_root, args.paper_batches),  # type: ignore[misc]
+                         {"method": method})
         if "error" in epoch and "FashionMNIST" in epoch["error"]:
             epoch["skipped"] = "no Fashion-MNIST files under the data root"
         epochs.append(epoch)
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  paper epoch fashion_mnist {method}: {epoch['seconds_per_epoch']:.1f} s per epoch "
                   f"({epoch['epoch']})")
     failed = [c for c in cells + epochs if c.get("ok") is False and "skipped" not in c]
-    record = {"name": "gpu_check", "device": device, "environment": environment(),
+    record: dict[str, Any] = {"name": "gpu_check", "device": device, "environment": environment(),
               "command": "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "summary": f"{sum(c['ok'] for c in cells)}/{len(cells)} smoke cells passed on {device}; "
                          + "; ".join(f"{e['method']} {e['seconds_per_epoch']:.1f} s/epoch" for e in epochs

@@ -65,9 +65,9 @@ def compare_lists(name: str, recorded: Sequence[float], rerun: Sequence[float], 
                   tolerance: float) -> Check:
     if len(recorded) != len(rerun):
         return Check(name, False, f"{len(recorded)} values recorded, {len(rerun)} re-run")
-    bad = [f"eps {e:g}: {a!r} -> {b!r}" for e, a, b in zip(eps, recorded, rerun)
+    bad = [f"eps {e:g}: {a!r} -> {b!r}" for e, a, b in zip(eps, recorded, rerun, strict=True)
            if not (a == b if tolerance == 0 else abs(a - b) <= tolerance)]
-    worst = max((abs(a - b) for a, b in zip(recorded, rerun)), default=0.0)
+    worst = max((abs(a - b) for a, b in zip(recorded, rerun, strict=True)), default=0.0)
     return Check(name, not bad, "; ".join(bad) if bad else f"{len(rerun)} values equal" if worst == 0 else
                  f"largest difference {worst:.4g} (within {tolerance:g})")
 
@@ -81,7 +81,7 @@ def compare_masks(recorded: torch.Tensor, rerun: torch.Tensor, eps: Sequence[flo
         return Check("robust.pt", True, f"all {recorded.numel()} per-sample verdicts equal")
     n = recorded.shape[1]
     parts = []
-    for e, count, row in zip(eps, counts, differ):
+    for e, count, row in zip(eps, counts, differ, strict=True):
         if count:
             samples = row.nonzero().squeeze(1)[:5].tolist()
             parts.append(f"eps {e:g}: {count}/{n} samples differ (e.g. {samples})")
@@ -106,7 +106,7 @@ def compare_history(recorded: list[dict[str, Any]], rerun: list[dict[str, Any]],
     if len(recorded) != len(rerun):
         return Check("training log", False, f"{len(recorded)} epochs recorded, {len(rerun)} re-run", tolerance == 0)
     bad = []
-    for old, new in zip(recorded, rerun):
+    for old, new in zip(recorded, rerun, strict=True):
         for key in sorted(set(old) | set(new)):
             if key in LOG_TIMINGS:
                 continue

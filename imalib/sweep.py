@@ -218,7 +218,7 @@ def run_local(plan: Plan, poll_s: float = 0.5) -> list[tuple[SweepJob, BaseExcep
                 job = pending.pop(0)
                 running.append((job, executor.submit(job)))
             time.sleep(poll_s)
-            still = []
+            still: list[tuple[SweepJob, Any]] = []
             for job, handle in running:
                 (finished if handle.done() else still).append((job, handle))
             running = still
@@ -231,7 +231,7 @@ def run_local(plan: Plan, poll_s: float = 0.5) -> list[tuple[SweepJob, BaseExcep
         try:
             handle.result()
             outcomes.append((job, None))
-        except Exception as error:  # a failed job: reported, the others still count
+        except Exception as error:  # noqa: BLE001 - a failed job is reported; the others still count
             outcomes.append((job, error))
     return outcomes
 
@@ -244,7 +244,7 @@ def run_debug(plan: Plan) -> list[tuple[SweepJob, BaseException | None]]:
         try:
             executor.submit(job).result()
             outcomes.append((job, None))
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - as in run_local
             outcomes.append((job, error))
     return outcomes
 
@@ -316,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     outcomes = run_local(plan) if plan.executor == "local" else run_debug(plan)
     failed = [(job, error) for job, error in outcomes if error is not None]
-    for job, error in failed:
-        last = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+    for job, failure in failed:
+        last = [line for line in str(failure).splitlines() if line.strip()][-1:] or [type(failure).__name__]
         print(f"failed: {job.describe()}: {last[0].strip()}", file=sys.stderr)
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} jobs finished; logs in {plan.log_dir}")
     return 1 if failed else 0

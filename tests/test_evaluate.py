@@ -87,7 +87,8 @@ def test_chunked_stack_equals_unchunked_bit_for_bit(image_model, images):
     x, y = images
     x = x.repeat(5, 1, 1, 1)
     y = image_model(x).argmax(dim=1)  # all correct on clean data, so every level attacks every sample
-    options = dict(norm="linf", eps_list=[0.0, 0.02, 0.05, 0.1], steps=8, clip=(0.0, 1.0), batch_size=16, seed=3)
+    options = {"norm": "linf", "eps_list": [0.0, 0.02, 0.05, 0.1], "steps": 8, "clip": (0.0, 1.0), "batch_size": 16,
+               "seed": 3}
     whole = evaluate_robustness(image_model, x, y, **options)
     for cap in (1, 7, 16):
         chunked = evaluate_robustness(image_model, x, y, max_stack=cap, **options)

@@ -11,7 +11,7 @@ import submitit
 import torch
 
 from imalib.io import load_torch
-from imalib.sweep import SweepJob, build_parser, build_plan, main, parse_seeds, run_debug, sbatch_text
+from imalib.sweep import build_parser, build_plan, main, parse_seeds, run_debug, sbatch_text
 
 
 def plan_for(*argv: str):
