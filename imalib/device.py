@@ -5,6 +5,20 @@ explicit device that is not available is refused with one line naming the fix.
 Evaluation runs inside :func:`exact_float32` (TF32 off for matmuls and cuDNN
 convolutions, flags restored afterwards), and :func:`environment` records the
 flags, library versions and hardware with every result.
+
+What a GPU does not make exact or fast here:
+
+* training on CUDA is not bitwise reproducible (cuDNN picks kernels per batch
+  shape; ``cudnn.deterministic`` is left off, and so is ``cudnn.benchmark``,
+  since PGD and BPGD compaction change the batch shape from step to step):
+  the bit-identical resume and ``imalib reproduce``'s bit-for-bit check hold
+  on the CPU, a GPU re-run is compared within a tolerance;
+* the pinned torch is a CUDA 13 build, which needs an NVIDIA driver >= 580;
+  with an older one ``torch.cuda.is_available()`` is False and "cuda" is
+  refused with the message below (check ``nvidia-smi`` before planning a job);
+* the attacks synchronise with the host a few times per step (the
+  compaction of finished samples); harmless for the CNNs, but the Moons MLP
+  is bound by kernel launches on a GPU: run Moons on the CPU.
 """
 
 from __future__ import annotations
