@@ -67,3 +67,27 @@ def test_masks_within_a_gpu_tolerance() -> None:
     assert compare_masks(recorded, rerun, [0.0, 0.1], 0.02).ok
     rerun[1, :3] = False
     assert not compare_masks(recorded, rerun, [0.0, 0.1], 0.02).ok
+
+
+def test_weights_off_in_their_last_bits_are_a_note_not_a_failure(smoke_record: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    record = copy_of(smoke_record, tmp_path)
+    weights = load_torch(record / "model.pt")
+    name = next(iter(weights))
+    weights[name].view(-1)[0] = torch.nextafter(weights[name].view(-1)[0], torch.tensor(1e9))
+    save_torch(record / "model.pt", weights)
+    assert main([str(record), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "note model.pt: 1/" in out and name in out and out.strip().endswith("reproduced")
+
+
+def test_evaluate_only_re_judges_the_record_weights(smoke_record: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    record = copy_of(smoke_record, tmp_path)
+    assert main([str(record), "--device", "cpu", "--evaluate-only"]) == 0
+    assert "evaluation only" in capsys.readouterr().out
+    robust = load_torch(record / "robust.pt")
+    robust[3, 0] = ~robust[3, 0]
+    save_torch(record / "robust.pt", robust)
+    assert main([str(record), "--device", "cpu", "--evaluate-only"]) == 1
+    assert "DIFF robust.pt: eps 0.15: 1/64 samples differ (e.g. [0])" in capsys.readouterr().out
