@@ -11,7 +11,7 @@ export PYTHONHASHSEED := 0
 # `make ... NO_INSTALL=1` uses .venv as it is and never runs pip (for a shared or hand-made virtualenv)
 INSTALLED := $(if $(NO_INSTALL),,$(STAMP))
 
-.PHONY: book test venv notebooks html bench lint links browser publish
+.PHONY: book test venv notebooks html bench lint links browser publish gpu-check
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,3 +76,8 @@ publish: $(INSTALLED)
 
 bench: $(INSTALLED)
 	cd benchmarks && ../$(PY) ima_epoch.py && ../$(PY) evaluator.py && ../$(PY) moons_protocol.py
+
+# On a CUDA machine: every method on every dataset for two batches and an evaluation, then paper-profile
+# Fashion-MNIST epochs for adv and IMA; writes benchmarks/results/gpu_check.json. Without CUDA it says so, exit 0.
+gpu-check: $(INSTALLED)
+	$(PY) benchmarks/gpu_check.py

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import torch
 
-from imalib.config import ConfigError
+from imalib.errors import ConfigError
 
 AUTO = "auto"
 

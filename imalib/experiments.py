@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from imalib.config import RunConfig
+from imalib.device import device_name
 from imalib.runs import Run, load_run, run_dir, run_experiment
 
 
@@ -31,7 +32,7 @@ def run_many(
     *,
     results_root: str | Path = "results",
     data_root: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     workers: int = 1,
     train_missing: bool = True,
 ) -> list[Run]:
@@ -43,6 +44,7 @@ def run_many(
     processes beat one two-thread process on a 2-core machine. With
     ``train_missing=False`` a missing run raises FileNotFoundError instead.
     """
+    device = device_name(device)
     missing = [c for c in configs if not (run_dir(c, results_root) / "result.json").exists()]
     if missing and not train_missing:
         names = ", ".join(f"{c.label} (seed {c.seed})" for c in missing)
@@ -76,7 +78,7 @@ def available(
     *,
     results_root: str | Path = "results",
     data_root: str | Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     workers: int = 1,
     train_missing: bool = True,
 ) -> tuple[list[Run], list[RunConfig]]:

@@ -35,13 +35,15 @@ import math
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from imalib.config import ConfigError, RunConfig
+from imalib.config import RunConfig
+from imalib.errors import ConfigError
 
 GPU_TOLERANCE = 0.02
 EXIT_MISMATCH = 1

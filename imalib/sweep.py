@@ -33,13 +33,15 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import submitit
 
-from imalib.config import DATASETS, PROFILES, ConfigError, RunConfig
+from imalib.config import DATASETS, PROFILES, RunConfig
+from imalib.errors import ConfigError
 from imalib.norms import NORMS
 
 EXECUTORS = ("local", "slurm", "debug")
