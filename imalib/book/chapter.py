@@ -40,12 +40,13 @@ def data_status(dataset: str, data_root: str | Path | None, data_params: dict[st
 
 
 def without_root(text: str, data_root: str | Path | None) -> str:
-    """``text`` with the data root's path (absolute or as given) replaced by ``$IMALIB_DATA_ROOT``."""
+    """``text`` with the data root's path (absolute or as given) and the loaders' ``<data root>`` placeholder
+    written as ``$IMALIB_DATA_ROOT``: no machine's path reaches the book, and Markdown sees no HTML tag."""
     root = resolve_data_root(data_root)
     for form in sorted({str(root.resolve()), str(root)}, key=len, reverse=True):
         if form not in (".", ""):
             text = text.replace(form, "$IMALIB_DATA_ROOT")
-    return text
+    return text.replace("<data root>", "$IMALIB_DATA_ROOT").replace("<", "&lt;")
 
 
 def rising_rows(dataset: str, norm: str) -> dict[str, list[tuple[float, float, float, float]]]:

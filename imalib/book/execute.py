@@ -51,10 +51,13 @@ def portable(parameters: dict[str, Any], cwd: Path) -> dict[str, Any]:
 
 
 def hide_injected(path: Path) -> None:
-    """Tag papermill's injected-parameters cell ``remove-cell``: the book shows the chapter's own parameters."""
+    """Tag papermill's injected-parameters cell ``remove-cell`` (the book shows the chapter's own parameters)
+    and drop the temporary file names papermill records in the notebook's metadata."""
     import nbformat
 
     notebook = nbformat.read(path, 4)
+    for key in ("input_path", "output_path"):
+        notebook.metadata.get("papermill", {}).pop(key, None)
     for cell in notebook.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
