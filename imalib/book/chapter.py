@@ -11,7 +11,12 @@ import torch
 
 from imalib import tables
 from imalib.book.glue import glue_figure, glue_table, glue_text
-from imalib.book.plots import placeholder, plot_accuracy_curves, plot_margin_histograms, plot_paper_curves
+from imalib.book.plots import (
+    placeholder,
+    plot_accuracy_curves,
+    plot_margin_histograms,
+    plot_paper_curves,
+)
 from imalib.data import DataError, load_splits
 from imalib.data.base import data_root as resolve_data_root
 from imalib.experiments import available
