@@ -120,3 +120,29 @@ def test_with_three_classes_the_bound_depends_on_the_third_class():
         assert abs(result["shift"]) < 0.01 and result["loss"] >= result["bound"]
     assert high["bound"] - low["bound"] > 1.0 and high["p3"] > low["p3"]
     assert low["bound"] == pytest.approx(2 * math.log(2), abs=0.01)
+
+
+@pytest.mark.skipif(not (ROOT / "results" / "fashion_mnist").is_dir(), reason="no committed Fashion-MNIST records")
+def test_the_fashion_mnist_conclusion_fails_the_build_on_altered_records(tmp_path):
+    """Copy the committed cpu records, make IMA fall below ce at one noise level: the chapter must refuse."""
+    import shutil
+
+    import papermill
+
+    from imalib.book.execute import execute
+    from imalib.data.base import data_root
+
+    if not (data_root() / "FashionMNIST" / "raw").is_dir():
+        pytest.skip("Fashion-MNIST files not in the data root")
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "fashion_mnist", results / "fashion_mnist",
+                    ignore=shutil.ignore_patterns("model.pt"))
+    record = next(results.glob("fashion_mnist/ima-linf-*/result.json"))
+    data = json.loads(record.read_text())
+    data["accuracy"][1] = 0.0                      # IMA at the first noise level, now below ce
+    data["envelope"] = [min(data["accuracy"][:k + 1]) for k in range(len(data["accuracy"]))]
+    data["rises"] = [False] + [b > a for a, b in zip(data["accuracy"], data["accuracy"][1:])]
+    record.write_text(json.dumps(data))
+    with pytest.raises(papermill.PapermillExecutionError, match="IMA is above ce at every noise level"):
+        execute("fashion_mnist", {"profile": "cpu", "results_root": str(results), "data_root": str(data_root()),
+                                  "train_missing": False, "workers": 1}, target=tmp_path / "out.ipynb")
