@@ -94,7 +94,7 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
                   data_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Reproduce the paper's table for (dataset, norm) and glue it under the prefix '<dataset>_<norm>_'.
 
-    Glued names: ``caption``, ``status``, ``ours``, ``side``, ``curves``, ``hist``, ``standing``,
+    Glued names: ``caption``, ``status``, ``ours``, ``side``, ``curves``, ``hist``, ``steps``, ``paper_rising``,
     ``missing``, ``rises``. Returns the runs and what is missing.
     """
     key = f"{dataset}_{norm}_"
