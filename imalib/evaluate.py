@@ -65,6 +65,16 @@ def _seeded(seed: int, *parts: int, device: torch.device | str = "cpu") -> torch
     return generator
 
 
+def _bar(show: bool, total: int, attack: str, eps: list[float]) -> Any:
+    """A tqdm bar over the (noise level, image) pairs one attack runs on, or None."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=attack, unit="image", leave=False,
+                postfix=f"eps {', '.join(f'{e:g}' for e in eps)}")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     """Predicted labels in eval mode, in batches."""
@@ -87,6 +97,7 @@ def evaluate_robustness(
     batch_size: int = 1000,
     seed: int = 0,
     fast: bool = True,
+    progress: bool = False,
 ) -> RobustnessResult:
     """Robust accuracy under the paper's attack at each noise level.
 
@@ -101,7 +112,8 @@ def evaluate_robustness(
     first misclassified iterate (``stop_on_success``), which can only make the
     attack stronger than returning the last iterate. ``fast=False`` runs every
     attack on every clean-correct sample and judges the final iterate, exactly
-    as the paper's advertorch loop did.
+    as the paper's advertorch loop did. ``progress`` shows a bar per attack
+    (its loss and noise levels, and an ETA).
     """
     norm = check_norm(norm)
     if list(eps_list) != sorted(eps_list):
@@ -129,6 +141,7 @@ def evaluate_robustness(
                 continue
             key, row, radius, init = torch.cat(keys), torch.cat(rows), torch.cat(radii), torch.cat(starts)
             stack = batch_size * max(1, len(levels))
+            bar = _bar(progress, row.numel(), f"PGD-{loss} {norm}", [float(eps_list[k]) for k in levels])
             for s in range(0, row.numel(), stack):
                 part = slice(s, s + stack)
                 x_adv = pgd(model, x[row[part]], y[row[part]], radius[part], norm=norm, steps=steps,
@@ -136,5 +149,9 @@ def evaluate_robustness(
                             stop_on_success=fast)
                 broken = predict(model, x_adv) != y[row[part]]
                 alive[key[part][broken], row[part][broken]] = False
+                if bar is not None:
+                    bar.update(int(row[part].numel()))
+            if bar is not None:
+                bar.close()
     return RobustnessResult(eps=tuple(float(e) for e in eps_list), robust=alive.cpu(), norm=norm,
                             seconds=time.perf_counter() - began)
