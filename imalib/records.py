@@ -313,4 +313,5 @@ def collect(root: str | Path, *, dataset: str | None = None, norm: str | None = 
     return records
 
 
-__all__ = ["RESULT_FILE", "AutoAttackEntry", "Environment", "EpochLog", "MarginSummary", "ResultRecord", "collect", "read_record"]
+__all__ = ["RESULT_FILE", "AutoAttackEntry", "Environment", "EpochLog", "MarginSummary", "ResultRecord", "collect",
+           "read_record"]

@@ -154,7 +154,8 @@ def test_fashion_mnist_ten_classes_with_autoattack_and_the_check_of_the_check(
     subset = load_torch(run.path / "autoattack_standard.pt")
     assert subset.shape == (len(record.eps), 3)
     assert standard.pgd_accuracy == tuple(float(v) for v in pgd[:, list(standard.indices)].float().mean(dim=1))
-    assert all(w <= min(a, p) for w, a, p in zip(standard.worst_of_both, standard.accuracy, standard.pgd_accuracy))
+    assert all(w <= min(a, p) for w, a, p in
+               zip(standard.worst_of_both, standard.accuracy, standard.pgd_accuracy, strict=True))
     assert "standard" in capsys.readouterr().out
     # a fresh PGD evaluation drops the standard entry's file, measured against the old outcome
     shutil.copy(run.path / "result.json", tmp_path / "kept.json")

@@ -30,7 +30,7 @@ def made_up(label: str, seed: int, pgd: tuple[float, ...], aa: tuple[float, ...]
             both: tuple[float, ...] | None = None, n_test: int = 100) -> ResultRecord:
     entry = None
     if aa is not None:
-        worst = both if both is not None else tuple(min(p, a) for p, a in zip(pgd, aa))
+        worst = both if both is not None else tuple(min(p, a) for p, a in zip(pgd, aa, strict=True))
         entry = AutoAttackEntry(eps=EPS, accuracy=aa, worst_of_both=worst, pgd_accuracy=pgd, n_images=n_test,
                                 settings={"version": "custom"}, seconds=1.0, level_seconds=(0.0, 0.5, 0.5))
     return replace(BASE, label=label, seed=seed, n_test=n_test, eps=EPS, accuracy=pgd, envelope=pgd,

@@ -1,4 +1,4 @@
-"""The typed result record: every committed result.json loads and writes back byte for byte; bad records fail clearly."""
+"""The typed result record: every committed result.json loads and writes back byte for byte; bad records fail."""
 
 from __future__ import annotations
 

@@ -86,7 +86,8 @@ def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             return "not measured"
         return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
-    out = pd.DataFrame({(f"{eps:g}", attack): [cell(m, s) for m, s in zip(part[attack], part[f"{attack}_sd"])]
+    out = pd.DataFrame({(f"{eps:g}", attack): [cell(m, s) for m, s in
+                                               zip(part[attack], part[f"{attack}_sd"], strict=True)]
                         for eps, part in table.groupby("eps", sort=True) for attack in ATTACKS},
                        index=list(dict.fromkeys(table["label"])))
     out.columns = pd.MultiIndex.from_tuples(out.columns, names=["eps", "attack"])
@@ -118,7 +119,7 @@ def overstated(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.D
     """
     table = robustness_table(records, dataset, norm).dropna(subset=["worst_of_both"])
     gap = table["pgd"] - table["worst_of_both"]
-    limit = [resolution(a, int(n)) for a, n in zip(table["pgd"], table["n_test"])]
+    limit = [resolution(a, int(n)) for a, n in zip(table["pgd"], table["n_test"], strict=True)]
     out = table.assign(gap=gap, resolution=limit)
     out = out[out["gap"] > out["resolution"]]
     return out[["label", "eps", "pgd", "worst_of_both", "gap", "resolution", "n_test"]].reset_index(drop=True)
