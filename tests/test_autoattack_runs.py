@@ -186,3 +186,28 @@ def test_run_experiment_is_quiet_by_default(tmp_path: Path, capsys: pytest.Captu
     capsys.readouterr()
     run_experiment(moons_config(), results_root=tmp_path, autoattack=True)
     assert capsys.readouterr().err == ""
+
+
+def test_images_pgd_called_robust_and_autoattack_broke(tmp_path: Path) -> None:
+    from imalib.book.robustness import broken_by_autoattack
+    from imalib.io import save_torch
+    from imalib.runs import load_run
+
+    run = run_experiment(moons_config(), results_root=tmp_path, autoattack=True)
+    k = run.record.eps.index(0.3)
+    aa = load_autoattack(run.path)
+    assert aa is not None
+    clean = load_robustness(run.path).robust[0]
+    # pretend PGD found nothing: every clean-correct image that AutoAttack broke is then a candidate
+    save_torch(run.path / "robust.pt", clean.unsqueeze(0).repeat(len(run.record.eps), 1))
+    candidates = (clean & ~aa[k]).nonzero().squeeze(1)
+    assert candidates.numel() >= 3
+    frame = broken_by_autoattack([load_run(run.path)], 0.3, count=3)
+    assert 1 <= len(frame) <= 3 and set(frame["index"]) <= set(candidates[:3].tolist())
+    for row in frame.itertuples():
+        assert row.distance <= 0.3 * (1 + 1e-4)
+        assert row.adversarial_prediction != row.y
+        assert int(run.model(row.image.unsqueeze(0)).argmax()) == row.y  # clean-correct
+    (run.path / "autoattack.pt").unlink()
+    with pytest.raises(ValueError, match="no autoattack.pt"):
+        broken_by_autoattack([load_run(run.path)], 0.3)
