@@ -6,10 +6,12 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from imalib.book.robustness import (
     attack_frame,
+    chapter_values,
     format_table,
     masking_signs,
     measured,
@@ -99,3 +101,28 @@ def test_records_without_autoattack_show_as_not_measured() -> None:
     command = not_measured_command(plain)
     assert command is not None and command.startswith("python -m imalib evaluate --attack autoattack results/")
     assert not_measured_command(RECORDS) is None
+
+
+def test_chapter_values_are_glue_ready() -> None:
+    values = chapter_values(RECORDS, "fashion_mnist", "linf")
+    assert values["fashion_mnist_linf_aa_status"] == "AutoAttack measured on 4 of 4 runs"
+    table = values["fashion_mnist_linf_aa_table"]
+    assert isinstance(table, pd.DataFrame) and "0.2 worst_of_both" in table.columns
+    over = values["fashion_mnist_linf_aa_overstated"]
+    assert isinstance(over, pd.DataFrame) and list(over.index) == [("ima", 0.1), ("ima", 0.2)]
+    plain = chapter_values([made_up("ima", 0, (0.8, 0.6, 0.5), None)], "fashion_mnist", "linf")
+    assert str(plain["fashion_mnist_linf_aa_status"]).startswith("not measured yet; to add it to a run: "
+                                                                  "`python -m imalib evaluate --attack autoattack")
+    assert plain["fashion_mnist_linf_aa_overstated"] == "not measured yet"
+
+
+def test_chapter_values_on_the_committed_records() -> None:
+    from imalib.records import collect
+
+    records = collect(Path(__file__).resolve().parents[1] / "results", dataset="fashion_mnist")
+    for norm in ("linf", "l2"):
+        values = chapter_values(records, "fashion_mnist", norm, results_root="../results")
+        table = values[f"fashion_mnist_{norm}_aa_table"]
+        assert isinstance(table, pd.DataFrame) and len(table) >= 5
+        if not measured(r for r in records if r.norm == norm):
+            assert "not measured yet" in str(values[f"fashion_mnist_{norm}_aa_status"])

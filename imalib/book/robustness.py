@@ -165,6 +165,34 @@ def not_measured_command(records: Iterable[ResultRecord], results_root: str = "r
     return None
 
 
+def chapter_values(records: Sequence[ResultRecord], dataset: str, norm: str, *,
+                   results_root: str = "results") -> dict[str, object]:
+    """Glue-ready values of the AutoAttack section for (dataset, norm), named ``<dataset>_<norm>_aa_<what>``.
+
+    ``status`` says how many rows have AutoAttack (or 'not measured yet: <command>'); ``table`` is
+    :func:`format_table` with flat column names ('0.1 pgd', ...); ``rankings`` the orders per eps;
+    ``overstated`` and ``masking`` the frames of :func:`overstated` and :func:`masking_signs` (or a
+    sentence saying there are none). Numbers only: the chapter's prose stays in the chapter.
+    """
+    chosen = [r for r in records if r.dataset == dataset and r.norm == norm]
+    key = f"{dataset}_{norm}_aa"
+    with_aa = sum(r.autoattack is not None for r in chosen)
+    command = not_measured_command(chosen, results_root)
+    status = (f"AutoAttack measured on {with_aa} of {len(chosen)} runs" if with_aa else "not measured yet")
+    if command is not None:
+        status += f"; to add it to a run: `{command}`"
+    table = format_table(robustness_table(chosen, dataset, norm))
+    table.columns = [f"{eps} {attack}" for eps, attack in table.columns]
+    table.index.name = "method"
+    ranks = rankings(chosen, dataset, norm).set_index("eps")
+    over = overstated(chosen, dataset, norm).set_index(["label", "eps"])
+    masking = masking_signs(chosen).drop(columns=["dataset", "norm"])
+    return {f"{key}_status": status, f"{key}_table": table, f"{key}_rankings": ranks,
+            f"{key}_overstated": over if not over.empty else
+            ("none beyond the resolution" if with_aa else "not measured yet"),
+            f"{key}_masking": masking.set_index(["label", "seed", "eps"]) if not masking.empty else "none"}
+
+
 def broken_by_autoattack(runs: Sequence[Any], eps: float, *, count: int = 4,
                          data_root: str | None = None) -> pd.DataFrame:
     """Up to ``count`` test images per run that PGD left robust at ``eps`` and AutoAttack broke.
@@ -220,5 +248,5 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float, *, count: int = 4,
                                        "distance"])
 
 
-__all__ = ["ATTACKS", "attack_frame", "broken_by_autoattack", "format_table", "masking_signs", "measured",
-           "not_measured_command", "overstated", "rankings", "resolution", "robustness_table"]
+__all__ = ["ATTACKS", "attack_frame", "broken_by_autoattack", "chapter_values", "format_table", "masking_signs",
+           "measured", "not_measured_command", "overstated", "rankings", "resolution", "robustness_table"]
