@@ -94,6 +94,18 @@ def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return out
 
 
+def compact_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A :func:`robustness_table` in one cell per (method, eps): 'PGD / AutoAttack / worst of both' (means)."""
+    def number(value: float) -> str:
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+    out = pd.DataFrame({f"{eps:g}": [" / ".join(number(row[a]) for a in ATTACKS) for _, row in part.iterrows()]
+                        for eps, part in table.groupby("eps", sort=True)},
+                       index=list(dict.fromkeys(table["label"])))
+    out.index.name = "PGD / AutoAttack / worst of both"
+    return out
+
+
 def rankings(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.DataFrame:
     """Per eps > 0: the methods from best to worst under PGD and under the worst of both (mean over seeds).
 
@@ -170,7 +182,7 @@ def chapter_values(records: Sequence[ResultRecord], dataset: str, norm: str, *,
     """Glue-ready values of the AutoAttack section for (dataset, norm), named ``<dataset>_<norm>_aa_<what>``.
 
     ``status`` says how many rows have AutoAttack (or 'not measured yet: <command>'); ``table`` is
-    :func:`format_table` with flat column names ('0.1 pgd', ...); ``rankings`` the orders per eps;
+    :func:`compact_table`; ``rankings`` the orders per eps;
     ``overstated`` and ``masking`` the frames of :func:`overstated` and :func:`masking_signs` (or a
     sentence saying there are none). Numbers only: the chapter's prose stays in the chapter.
     """
@@ -181,9 +193,7 @@ def chapter_values(records: Sequence[ResultRecord], dataset: str, norm: str, *,
     status = (f"AutoAttack measured on {with_aa} of {len(chosen)} runs" if with_aa else "not measured yet")
     if command is not None:
         status += f"; to add it to a run: `{command}`"
-    table = format_table(robustness_table(chosen, dataset, norm))
-    table.columns = [f"{eps} {attack}" for eps, attack in table.columns]
-    table.index.name = "method"
+    table = compact_table(robustness_table(chosen, dataset, norm))
     ranks = rankings(chosen, dataset, norm).set_index("eps")
     over = overstated(chosen, dataset, norm).set_index(["label", "eps"])
     masking = masking_signs(chosen).drop(columns=["dataset", "norm"])
@@ -248,5 +258,6 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float, *, count: int = 4,
                                        "distance"])
 
 
-__all__ = ["ATTACKS", "attack_frame", "broken_by_autoattack", "chapter_values", "format_table", "masking_signs",
-           "measured", "not_measured_command", "overstated", "rankings", "resolution", "robustness_table"]
+__all__ = ["ATTACKS", "attack_frame", "broken_by_autoattack", "chapter_values", "compact_table", "format_table",
+           "masking_signs", "measured", "not_measured_command", "overstated", "rankings", "resolution",
+           "robustness_table"]
