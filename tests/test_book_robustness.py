@@ -116,6 +116,7 @@ def test_chapter_values_are_glue_ready() -> None:
     assert str(plain["fashion_mnist_linf_aa_status"]).startswith("not measured yet; to add it to a run: "
                                                                   "`python -m imalib evaluate --attack autoattack")
     assert plain["fashion_mnist_linf_aa_overstated"] == "not measured yet"
+    assert set(chapter_values(RECORDS, "svhn", "linf").values()) == {"no runs of this table yet"}
 
 
 def test_chapter_values_on_the_committed_records() -> None:

@@ -188,6 +188,9 @@ def chapter_values(records: Sequence[ResultRecord], dataset: str, norm: str, *,
     """
     chosen = [r for r in records if r.dataset == dataset and r.norm == norm]
     key = f"{dataset}_{norm}_aa"
+    if not chosen:
+        empty = "no runs of this table yet"
+        return {f"{key}_{what}": empty for what in ("status", "table", "rankings", "overstated", "masking")}
     with_aa = sum(r.autoattack is not None for r in chosen)
     command = not_measured_command(chosen, results_root)
     status = (f"AutoAttack measured on {with_aa} of {len(chosen)} runs" if with_aa else "not measured yet")
