@@ -69,8 +69,12 @@ class AutoAttackSettings:
 
 @dataclass(frozen=True)
 class AutoAttackResult:
+    """The per-sample outcome, what was run, and the wall time of each eps level (0 for eps 0)."""
+
     robustness: RobustnessResult
     settings: AutoAttackSettings
+    level_seconds: tuple[float, ...] = ()
+    adversarial: tuple[Tensor | None, ...] = ()  # per eps level, with keep_adversarial: the attacked inputs
 
 
 class _UnitBox(nn.Module):
@@ -119,6 +123,7 @@ def evaluate_autoattack(
     seed: int = 0,
     batch_size: int = 500,
     progress: bool = False,
+    keep_adversarial: bool = False,
 ) -> AutoAttackResult:
     """Per-sample robustness under AutoAttack at each noise level (eps 0: clean accuracy).
 
@@ -126,7 +131,9 @@ def evaluate_autoattack(
     with one restart each; ``version="standard"`` runs the package's standard set
     (APGD-CE, APGD-T, FAB-T, Square) as RobustBench does. A sample counts as
     robust at eps only if it is classified correctly on clean data and no attack
-    finds an adversarial example within eps.
+    finds an adversarial example within eps. ``keep_adversarial`` also returns,
+    per eps level, the inputs as the attack left them (``x`` where a sample was
+    not attacked), in the data's own coordinates.
     """
     from pyautoattack import AutoAttack
 
@@ -159,16 +166,20 @@ def evaluate_autoattack(
     wrapped = _UnitBox(model, low, scale)
     levels = [(k, float(e)) for k, e in enumerate(eps_list) if e > 0]
     bar = None
+    level_seconds = [0.0] * len(eps_list)
+    adversarial: list[Tensor | None] = [None] * len(eps_list)
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(levels), desc=f"AutoAttack {norm}", unit="eps")
+        bar = tqdm(total=len(levels), desc=f"AutoAttack {version} {norm}", unit="eps", leave=False)
     devices = [x.device.index or 0] if x.is_cuda else []
     with frozen_eval(model), torch.random.fork_rng(devices=devices), warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         for k, eps in levels:
+            level_began = time.perf_counter()
             if bar is not None:
-                bar.set_postfix_str(f"eps {eps:g}, {int(robust[k].sum())} to attack")
+                bar.set_postfix_str(f"eps {eps:g}: {'+'.join(chosen) if version == 'custom' else 'standard set'} "
+                                    f"on {int(robust[k].sum())} images")
             alive = robust[k].nonzero().squeeze(1)
             if alive.numel() == 0:
                 if bar is not None:
@@ -185,8 +196,13 @@ def evaluate_autoattack(
                 adversary.fab.n_target_classes = targets
             used = tuple(adversary.attacks_to_run)
             u = (x[alive] - low) / scale
-            _, y_adv = adversary.run_standard_evaluation(u, y[alive], batch_size=batch_size)
+            adversary_inputs, y_adv = adversary.run_standard_evaluation(u, y[alive], batch_size=batch_size)
             robust[k, alive] = (y_adv == y[alive]).to(robust.device)
+            if keep_adversarial:
+                moved = x.detach().clone()
+                moved[alive] = (low + scale * adversary_inputs).to(x.dtype)
+                adversarial[k] = moved
+            level_seconds[k] = time.perf_counter() - level_began
             if bar is not None:
                 bar.update(1)
         caught = sorted({str(w.message) for w in seen})
@@ -199,7 +215,8 @@ def evaluate_autoattack(
         package=f"pyautoattack {importlib.metadata.version('pyautoattack')}", box=box, warnings=tuple(caught))
     result = RobustnessResult(eps=tuple(float(e) for e in eps_list), robust=robust.cpu(), norm=norm,
                               seconds=time.perf_counter() - began)
-    return AutoAttackResult(robustness=result, settings=settings)
+    return AutoAttackResult(robustness=result, settings=settings, level_seconds=tuple(level_seconds),
+                            adversarial=tuple(adversarial) if keep_adversarial else ())
 
 
 def worst_case(*results: RobustnessResult) -> RobustnessResult:

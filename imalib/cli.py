@@ -6,6 +6,7 @@ Usage (``imalib`` or ``python -m imalib``)::
                  [--epochs N] [--batch-size N] [--n-train N] [--n-test N] [--param KEY=VALUE ...]
                  [--output results] [--data-root DIR] [--device cpu] [--quiet]
     imalib evaluate RUN_DIR                      # or the same selection flags as train
+    imalib evaluate --attack autoattack [--aa-version standard --n-images 100] RUN_DIR
     imalib report [--output results] [--dataset D] [--norm N]
     imalib sweep --dataset D --norm N --profile P --seeds 0,1,2 --executor {local,slurm,debug} [--dry-run]
     imalib reproduce RUN_DIR                     # re-run a record from scratch and compare
@@ -175,11 +176,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     args.device = _check_device(args.device)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; train it first with 'imalib train'")
-    record = evaluate_run(path, data_root=args.data_root, device=args.device)
+    if args.attack != "autoattack" and (args.aa_version != "custom" or args.n_images is not None):
+        raise ConfigError("--aa-version and --n-images go with --attack autoattack")
+    if args.attack == "autoattack":
+        return _evaluate_autoattack(path, args)
+    record = evaluate_run(path, data_root=args.data_root, device=args.device,
+                          autoattack=None if args.attack == "default" else False, progress=not args.quiet)
     print(f"{record.label} on {record.dataset}/{record.norm} (profile {record.profile}, "
           f"seed {record.seed}, n_test {record.n_test}): {path}")
     print(load_robustness(path).to_frame().to_string(index=False, formatters={
         "eps": lambda v: f"{v:g}", "accuracy": lambda v: f"{v:.4f}", "envelope": lambda v: f"{v:.4f}"}))
+    return 0
+
+
+def _evaluate_autoattack(path: Path, args: argparse.Namespace) -> int:
+    """Add or refresh AutoAttack in a run's record (PGD first if the run was never evaluated); print both."""
+    import pandas as pd
+
+    from imalib.records import RESULT_FILE
+    from imalib.runs import add_autoattack, evaluate_run
+
+    if args.n_images is not None and args.n_images < 1:
+        raise ConfigError(f"--n-images {args.n_images} must be at least 1")
+    if not (path / RESULT_FILE).exists() and args.aa_version == "custom" and args.n_images is None:
+        record = evaluate_run(path, data_root=args.data_root, device=args.device, autoattack=True,
+                              progress=not args.quiet)
+    else:
+        if not (path / RESULT_FILE).exists():
+            evaluate_run(path, data_root=args.data_root, device=args.device, autoattack=False,
+                         progress=not args.quiet)
+        record = add_autoattack(path, version=args.aa_version, n_images=args.n_images, data_root=args.data_root,
+                                device=args.device, progress=not args.quiet)
+    entry = record.autoattack if args.aa_version == "custom" else record.autoattack_standard
+    assert entry is not None
+    print(f"{record.label} on {record.dataset}/{record.norm} (profile {record.profile}, seed {record.seed}): "
+          f"AutoAttack {args.aa_version} ({'+'.join(entry.settings['attacks'])}) on {entry.n_images} test "
+          f"images, {entry.seconds:.0f} s: {path}")
+    frame = pd.DataFrame({"eps": entry.eps, "pgd": entry.pgd_accuracy, "autoattack": entry.accuracy,
+                          "worst_of_both": entry.worst_of_both, "seconds": entry.level_seconds})
+    print(frame.to_string(index=False, formatters={"eps": lambda v: f"{v:g}", "seconds": lambda v: f"{v:.0f}",
+                                                   **{c: (lambda v: f"{v:.4f}") for c in
+                                                      ("pgd", "autoattack", "worst_of_both")}}))
     return 0
 
 
@@ -256,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                "per eps.")
     evaluate.add_argument("run_dir", nargs="?", default=None, help="a run directory printed by 'imalib train'")
     _add_selection(evaluate, required=False)
+    evaluate.add_argument("--attack", choices=("default", "pgd", "autoattack"), default="default",
+                          help="default: the paper's PGD, then AutoAttack where the profile says so (image "
+                               "datasets at cpu and paper); pgd: PGD only; autoattack: add or refresh AutoAttack "
+                               "in the run's record, keeping its PGD numbers (needs the weights)")
+    evaluate.add_argument("--aa-version", dest="aa_version", choices=("custom", "standard"), default="custom",
+                          help="custom: APGD-CE + APGD-T (FAB for two classes), one restart; standard: the "
+                               "package's full set, stored as a separate entry (default: custom)")
+    evaluate.add_argument("--n-images", dest="n_images", type=int, default=None,
+                          help="with --aa-version standard: attack only this many test images (drawn with the "
+                               "run's seed)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = commands.add_parser("report", help="print the tables of all evaluated runs",

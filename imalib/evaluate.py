@@ -66,6 +66,16 @@ def _seeded(seed: int, *parts: int, device: torch.device | str = "cpu") -> torch
     return generator
 
 
+def _bar(show: bool, total: int, attack: str, eps: list[float]) -> Any:
+    """A tqdm bar over the (noise level, image) pairs one attack runs on, or None."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=attack, unit="image", leave=False,
+                postfix=f"eps {', '.join(f'{e:g}' for e in eps)}")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     """Predicted labels in eval mode, in batches."""
@@ -126,6 +136,7 @@ def evaluate_robustness(
     fast: bool = True,
     max_stack: int | None = None,
     memory_fraction: float = 0.5,
+    progress: bool = False,
 ) -> RobustnessResult:
     """Robust accuracy under the paper's attack at each noise level.
 
@@ -149,7 +160,8 @@ def evaluate_robustness(
     attack's activations within ``memory_fraction`` of the free GPU memory.
     The random starts do not depend on the cap, so neither do the verdicts
     (bit for bit where the model's forward pass does not depend on the batch).
-    The whole evaluation runs with TF32 off.
+    The whole evaluation runs with TF32 off. ``progress`` shows a bar per attack
+    (its loss and noise levels, and an ETA).
     """
     norm = check_norm(norm)
     if list(eps_list) != sorted(eps_list):
@@ -159,12 +171,12 @@ def evaluate_robustness(
     with exact_float32():
         return _evaluate(model, x, y, norm=norm, eps_list=eps_list, steps=steps, step_fraction=step_fraction,
                          losses=losses, restarts=restarts, clip=clip, batch_size=batch_size, seed=seed, fast=fast,
-                         max_stack=max_stack, memory_fraction=memory_fraction)
+                         max_stack=max_stack, memory_fraction=memory_fraction, progress=progress)
 
 
 def _evaluate(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps_list: Sequence[float], steps: int,
               step_fraction: float, losses: Sequence[str], restarts: int, clip: Clip, batch_size: int, seed: int,
-              fast: bool, max_stack: int | None, memory_fraction: float) -> RobustnessResult:
+              fast: bool, max_stack: int | None, memory_fraction: float, progress: bool) -> RobustnessResult:
     began = time.perf_counter()
     clean = predict(model, x) == y
     alive = clean.unsqueeze(0).repeat(len(eps_list), 1)
@@ -193,6 +205,7 @@ def _evaluate(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps_list: S
             if not rows:
                 continue
             key, row, radius, init = torch.cat(keys), torch.cat(rows), torch.cat(radii), torch.cat(starts)
+            bar = _bar(progress, row.numel(), f"PGD-{loss} {norm}", [float(eps_list[k]) for k in levels])
             for s in range(0, row.numel(), stack):
                 part = slice(s, s + stack)
                 x_adv, seen = pgd_tracked(model, x[row[part]], y[row[part]], radius[part], norm=norm, steps=steps,
@@ -200,5 +213,9 @@ def _evaluate(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps_list: S
                                           delta_init=init[part], stop_on_success=fast)
                 broken = seen | (predict(model, x_adv) != y[row[part]])
                 alive[key[part][broken], row[part][broken]] = False
+                if bar is not None:
+                    bar.update(int(row[part].numel()))
+            if bar is not None:
+                bar.close()
     return RobustnessResult(eps=tuple(float(e) for e in eps_list), robust=alive.cpu(), norm=norm,
                             seconds=time.perf_counter() - began)

@@ -18,30 +18,44 @@ from imalib.paper import TABLES
 
 @dataclass(frozen=True)
 class Scale:
+    """The size of one profile for one dataset.
+
+    ``autoattack`` says whether a run's evaluation adds AutoAttack after the
+    paper's PGD (:func:`imalib.runs.evaluate_run`). It is a property of the
+    profile, not of the run configuration, so that it changes no run's hash.
+    """
+
     epochs: int
     batch_size: int
     n_train: int | None
     n_test: int | None
     eval_steps: int
     eval_batch: int
+    autoattack: bool = False
 
 
 SCALES: dict[tuple[str, str], Scale] = {
     ("moons", "paper"): Scale(30, 128, 20000, 2000, 100, 2000),
     ("moons", "cpu"): Scale(30, 128, 20000, 2000, 100, 2000),
     ("moons", "smoke"): Scale(3, 128, 1000, 200, 10, 200),
-    ("fashion_mnist", "paper"): Scale(60, 128, None, None, 100, 1000),
-    ("fashion_mnist", "cpu"): Scale(5, 128, 2000, 300, 100, 300),
+    ("fashion_mnist", "paper"): Scale(60, 128, None, None, 100, 1000, autoattack=True),
+    ("fashion_mnist", "cpu"): Scale(5, 128, 2000, 300, 100, 300, autoattack=True),
     ("fashion_mnist", "smoke"): Scale(1, 32, 64, 32, 5, 32),
-    ("svhn", "paper"): Scale(60, 128, None, None, 100, 1000),
+    ("svhn", "paper"): Scale(60, 128, None, None, 100, 1000, autoattack=True),
     # The SVHN CNN runs about as fast as the Fashion-MNIST one here (about 470 input-gradient passes of 128
     # images per second with one thread, both), so its cpu profile has the same scale: 10-30 minutes a row.
-    ("svhn", "cpu"): Scale(5, 128, 2000, 300, 100, 300),
+    ("svhn", "cpu"): Scale(5, 128, 2000, 300, 100, 300, autoattack=True),
     ("svhn", "smoke"): Scale(1, 32, 64, 32, 5, 32),
-    ("covid", "paper"): Scale(100, 32, None, None, 100, 100),
-    ("covid", "cpu"): Scale(3, 32, 200, 40, 20, 40),
+    ("covid", "paper"): Scale(100, 32, None, None, 100, 100, autoattack=True),
+    ("covid", "cpu"): Scale(3, 32, 200, 40, 20, 40, autoattack=True),
     ("covid", "smoke"): Scale(1, 4, 8, 4, 3, 4),
 }
+
+
+def autoattack_by_default(dataset: str, profile: str) -> bool:
+    """Whether the evaluation of a run of ``dataset`` at ``profile`` adds AutoAttack unless told otherwise."""
+    scale = SCALES.get((dataset, profile))
+    return scale is not None and scale.autoattack
 
 
 def table_configs(dataset: str, norm: str, profile: str, *, seed: int = 0, methods: list[str] | None = None,

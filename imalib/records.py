@@ -127,6 +127,61 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class AutoAttackEntry:
+    """AutoAttack on a run's test images (or a subset), beside the paper's PGD.
+
+    ``accuracy`` is the robust accuracy under AutoAttack alone at each ``eps``
+    (the record's own levels); ``worst_of_both`` counts an image as robust only
+    if both PGD and AutoAttack failed on it (per image, the AND of the two
+    outcomes, so it is never above either). ``settings`` is what
+    :class:`imalib.autoattack.AutoAttackSettings` records; ``level_seconds``
+    the wall time per eps level; ``indices`` the test images attacked when
+    only a subset was (None: all of them, in order).
+    """
+
+    eps: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    worst_of_both: tuple[float, ...]
+    pgd_accuracy: tuple[float, ...]
+    n_images: int
+    settings: Mapping[str, Any]
+    seconds: float
+    level_seconds: tuple[float, ...]
+    indices: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.eps)
+        if not len(self.accuracy) == len(self.worst_of_both) == len(self.pgd_accuracy) == len(self.level_seconds) == n:
+            raise ConfigError("autoattack entry: eps, accuracy, worst_of_both, pgd_accuracy and level_seconds "
+                              "differ in length; run 'imalib evaluate --attack autoattack RUN_DIR' again")
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any], where: str = "autoattack") -> AutoAttackEntry:
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} is not an AutoAttack entry; run 'imalib evaluate --attack autoattack "
+                              f"RUN_DIR' again")
+        rest = dict(values)
+        series = {name: tuple(_take(rest, name, list, where))
+                  for name in ("eps", "accuracy", "worst_of_both", "pgd_accuracy", "level_seconds")}
+        n_images = _take(rest, "n_images", int, where)
+        settings = _take(rest, "settings", dict, where)
+        seconds = _take(rest, "seconds", (int, float), where)
+        indices_json = _take(rest, "indices", (list, type(None)), where) if "indices" in rest else None
+        _no_extra(rest, where)
+        return cls(**series, n_images=n_images, settings=settings, seconds=seconds,  # type: ignore[arg-type]
+                   indices=None if indices_json is None else tuple(indices_json))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"eps": list(self.eps), "accuracy": list(self.accuracy),
+                               "worst_of_both": list(self.worst_of_both), "pgd_accuracy": list(self.pgd_accuracy),
+                               "n_images": self.n_images, "settings": dict(self.settings), "seconds": self.seconds,
+                               "level_seconds": list(self.level_seconds)}
+        if self.indices is not None:
+            out["indices"] = list(self.indices)
+        return out
+
+
+@dataclass(frozen=True)
 class ResultRecord:
     """Every field of one run's ``result.json``.
 
@@ -161,6 +216,8 @@ class ResultRecord:
     seconds_note: str
     eval_protocol: str | None = None
     device: str | None = None
+    autoattack: AutoAttackEntry | None = None
+    autoattack_standard: AutoAttackEntry | None = None
 
     def __post_init__(self) -> None:
         n = len(self.eps)
@@ -201,9 +258,13 @@ class ResultRecord:
         environment = Environment.from_json(_take(rest, "environment", dict, where), f"{where} environment")
         protocol = _take(rest, "eval_protocol", str, where) if "eval_protocol" in rest else None
         device = _take(rest, "device", str, where) if "device" in rest else None
+        autoattack, autoattack_standard = (
+            AutoAttackEntry.from_json(_take(rest, name, dict, where), f"{where} {name}") if name in rest else None
+            for name in ("autoattack", "autoattack_standard"))
         _no_extra(rest, where)
         return cls(**text, **numbers, **seconds, **series, config=config, history=history,  # type: ignore[arg-type]
-                   margins=margins, environment=environment, eval_protocol=protocol, device=device)
+                   margins=margins, environment=environment, eval_protocol=protocol, device=device,
+                   autoattack=autoattack, autoattack_standard=autoattack_standard)
 
     def to_json(self) -> dict[str, Any]:
         """The record as ``result.json`` holds it (the inverse of :meth:`from_json`)."""
@@ -221,6 +282,9 @@ class ResultRecord:
             out["eval_protocol"] = self.eval_protocol
         if self.device is not None:
             out["device"] = self.device
+        for name, entry in (("autoattack", self.autoattack), ("autoattack_standard", self.autoattack_standard)):
+            if entry is not None:
+                out[name] = entry.to_json()
         return out
 
 
@@ -249,4 +313,5 @@ def collect(root: str | Path, *, dataset: str | None = None, norm: str | None = 
     return records
 
 
-__all__ = ["RESULT_FILE", "Environment", "EpochLog", "MarginSummary", "ResultRecord", "collect", "read_record"]
+__all__ = ["RESULT_FILE", "AutoAttackEntry", "Environment", "EpochLog", "MarginSummary", "ResultRecord", "collect",
+           "read_record"]

@@ -3,7 +3,8 @@
 A run lives in ``<results>/<dataset>/<label>-<norm>-<hash>/`` and holds
 ``config.json``; while training ``checkpoint.pt``; after training ``model.pt``
 (final weights), ``margins.pt`` (IMA / MMA) and ``train.json``; after the
-evaluation ``robust.pt`` (per-sample outcomes) and ``result.json``. Every file
+evaluation ``robust.pt`` (per-sample outcomes of the paper's PGD),
+``autoattack.pt`` (AutoAttack's, where measured) and ``result.json``. Every file
 is written atomically (temporary file, then rename), and ``result.json`` last:
 its presence means the run is complete.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from imalib.evaluate import RobustnessResult, evaluate_robustness
 from imalib.io import load_state, load_torch, save_torch, write_json
 from imalib.methods import build_method
 from imalib.models import build_model
-from imalib.records import RESULT_FILE, Environment, ResultRecord, read_record
+from imalib.records import RESULT_FILE, AutoAttackEntry, Environment, ResultRecord, read_record
 from imalib.train import TrainResult, fit, make_optimizer
 
 EVAL_PROTOCOL = ("first-misclassified: each PGD run stops a sample at its first misclassified iterate and counts it "
@@ -142,14 +143,58 @@ def _load_trained(path: Path) -> tuple[RunConfig, nn.Module, dict[str, Any]]:
     return config, model, log
 
 
+AUTOATTACK_FILES = {"custom": ("autoattack", "autoattack.pt"),
+                    "standard": ("autoattack_standard", "autoattack_standard.pt")}
+
+
+def _wants_autoattack(config: RunConfig, autoattack: bool | None) -> bool:
+    from imalib.profiles import autoattack_by_default
+
+    return autoattack_by_default(config.dataset, config.profile) if autoattack is None else autoattack
+
+
+def _subset(n_test: int, n_images: int | None, seed: int) -> list[int] | None:
+    """The test images of the check of the check: ``n_images`` of them, drawn with ``seed``, in order."""
+    if n_images is None or n_images >= n_test:
+        return None
+    if n_images < 1:
+        raise ConfigError(f"n_images={n_images} must be at least 1")
+    chosen = torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n_images]
+    return sorted(int(i) for i in chosen)
+
+
+def _measure_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd: RobustnessResult,
+                        config: RunConfig, splits: Splits, *, version: str, indices: list[int] | None,
+                        progress: bool) -> tuple[AutoAttackEntry, torch.Tensor]:
+    """AutoAttack on the test images ``indices`` (all when None) at the PGD levels, and its per-image outcome."""
+    from imalib.autoattack import evaluate_autoattack, worst_case
+
+    if indices is not None:
+        x, y = x[indices], y[indices]
+        pgd = RobustnessResult(eps=pgd.eps, robust=pgd.robust[:, indices], norm=pgd.norm, seconds=pgd.seconds)
+    with torch.no_grad():
+        num_classes = int(model(x[:1]).shape[1])
+    result = evaluate_autoattack(model, x, y, norm=config.norm, eps_list=config.eval_eps, clip=splits.clip,
+                                 num_classes=num_classes, version=version,  # type: ignore[arg-type]
+                                 seed=config.seed, batch_size=config.eval_batch, progress=progress)
+    both = worst_case(pgd, result.robustness)
+    entry = AutoAttackEntry(eps=result.robustness.eps, accuracy=tuple(result.robustness.accuracy),
+                            worst_of_both=tuple(both.accuracy), pgd_accuracy=tuple(pgd.accuracy),
+                            n_images=int(y.shape[0]), settings=result.settings.to_dict(),
+                            seconds=result.robustness.seconds, level_seconds=result.level_seconds,
+                            indices=None if indices is None else tuple(indices))
+    return entry, result.robustness.robust
+
+
 def _evaluate(path: Path, config: RunConfig, model: nn.Module, log: dict[str, Any], splits: Splits, *,
-              device: str) -> ResultRecord:
-    """The paper's evaluation of ``model`` on ``splits.test``; writes ``robust.pt`` and then ``result.json``."""
+              device: str, autoattack: bool | None = None, progress: bool = False) -> ResultRecord:
+    """The paper's evaluation of ``model`` on ``splits.test`` (then AutoAttack where asked or the profile says so);
+    writes ``robust.pt``, ``autoattack.pt`` and then ``result.json``."""
     model.to(device).eval()
     x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
     robustness = evaluate_robustness(model, x_test, y_test, norm=config.norm, eps_list=config.eval_eps,
                                      steps=config.eval_steps, clip=splits.clip, batch_size=config.eval_batch,
-                                     seed=config.seed)
+                                     seed=config.seed, progress=progress)
     record = ResultRecord.from_json({
         "dataset": config.dataset, "method": config.method, "label": config.label, "norm": config.norm,
         "profile": config.profile, "seed": config.seed, "config_hash": config.hash(), "config": config.to_dict(),
@@ -160,15 +205,79 @@ def _evaluate(path: Path, config: RunConfig, model: nn.Module, log: dict[str, An
         "environment": environment().to_json(), "eval_protocol": EVAL_PROTOCOL, "seconds_note": SECONDS_NOTE,
     })
     save_torch(path / "robust.pt", robustness.robust)
+    stale = path / AUTOATTACK_FILES["standard"][1]
+    if stale.exists():  # measured against the previous PGD outcome
+        stale.unlink()
+    if _wants_autoattack(config, autoattack):
+        entry, robust = _measure_autoattack(model, x_test, y_test, robustness, config, splits, version="custom",
+                                            indices=None, progress=progress)
+        save_torch(path / AUTOATTACK_FILES["custom"][1], robust)
+        record = replace(record, autoattack=entry)
     write_json(path / RESULT_FILE, record.to_json())
     return record
 
 
-def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "auto") -> ResultRecord:
-    """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically)."""
+def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "auto",
+                 autoattack: bool | None = None, progress: bool = False) -> ResultRecord:
+    """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically).
+
+    ``autoattack`` adds AutoAttack after PGD (None: where the profile says so,
+    :attr:`imalib.profiles.Scale.autoattack`); ``progress`` shows progress bars.
+    """
     path = Path(path)
     config, model, log = _load_trained(path)
-    return _evaluate(path, config, model, log, splits_of(config, data_root), device=device_name(device))
+    return _evaluate(path, config, model, log, splits_of(config, data_root), device=device_name(device),
+                     autoattack=autoattack, progress=progress)
+
+
+def _retrain_command(config: RunConfig, root: Path) -> str:
+    eps = f" --eps {config.eps:g}" if config.eps else ""
+    return (f"imalib train --dataset {config.dataset} --method {config.method} --norm {config.norm}{eps} "
+            f"--profile {config.profile} --seed {config.seed} --output {root}")
+
+
+def add_autoattack(path: str | Path, *, version: str = "custom", n_images: int | None = None,
+                   data_root: str | Path | None = None, device: str = "auto", progress: bool = False) -> ResultRecord:
+    """Add (or refresh) AutoAttack in an evaluated run's record, keeping its PGD numbers as they are.
+
+    ``version="custom"`` writes the ``autoattack`` entry and ``autoattack.pt``
+    (all test images); ``version="standard"`` the ``autoattack_standard``
+    entry and ``autoattack_standard.pt``, on ``n_images`` test images drawn
+    with the run's seed (the check of the check). Needs the run's weights.
+    """
+    if version not in AUTOATTACK_FILES:
+        raise ConfigError(f"version={version!r}: use 'custom' or 'standard'")
+    path = Path(path)
+    if not (path / RESULT_FILE).exists():
+        raise FileNotFoundError(f"{path} has no result.json: evaluate it first with 'imalib evaluate {path}'")
+    record = read_record(path / RESULT_FILE)
+    if not (path / "model.pt").exists():
+        raise CheckpointError(f"{path} has no model.pt (image weights are not committed): train it again with "
+                              f"'{_retrain_command(record.config, path.parent.parent)}', then run this again")
+    config, model, _ = _load_trained(path)
+    pgd = load_robustness(path)
+    splits = splits_of(config, data_root)
+    if pgd.robust.shape[1] != len(splits.test):
+        raise ConfigError(f"{path}: robust.pt holds {pgd.robust.shape[1]} images but the run has "
+                          f"{len(splits.test)} test images; evaluate it again with 'imalib evaluate {path}'")
+    device = device_name(device)
+    model.to(device).eval()
+    x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
+    indices = _subset(len(splits.test), n_images, config.seed)
+    entry, robust = _measure_autoattack(model, x_test, y_test, pgd, config, splits, version=version,
+                                        indices=indices, progress=progress)
+    name, file = AUTOATTACK_FILES[version]
+    save_torch(path / file, robust)
+    record = replace(record, autoattack=entry) if name == "autoattack" else replace(record, autoattack_standard=entry)
+    write_json(path / RESULT_FILE, record.to_json())
+    model.to("cpu")
+    return record
+
+
+def load_autoattack(path: str | Path, version: str = "custom") -> torch.Tensor | None:
+    """The per-image AutoAttack outcome of a run ([eps, images]; see the record's entry for the images), or None."""
+    file = Path(path) / AUTOATTACK_FILES[version][1]
+    return load_torch(file) if file.exists() else None
 
 
 def load_robustness(path: str | Path) -> RobustnessResult:
@@ -180,13 +289,15 @@ def load_robustness(path: str | Path) -> RobustnessResult:
 
 
 def run_experiment(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-                   device: str = "auto", force: bool = False, progress: bool = True) -> Run:
+                   device: str = "auto", force: bool = False, progress: bool = False,
+                   autoattack: bool | None = None) -> Run:
     """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it.
 
     The data is loaded once and the trained model stays in memory from training
     to evaluation (the files are still written, as by :func:`train_run` and
     :func:`evaluate_run`). ``force=True`` deletes the run directory first and
-    starts from scratch.
+    starts from scratch. ``autoattack`` adds AutoAttack to the evaluation
+    (None: where the profile says so); ``progress`` shows progress bars.
     """
     path = run_dir(config, results_root)
     device = device_name(device)
@@ -199,7 +310,7 @@ def run_experiment(config: RunConfig, *, results_root: str | Path = "results", d
         _, model, log = _load_trained(path)
     else:
         model, log = _train(config, path, splits, device=device, progress=progress)
-    record = _evaluate(path, config, model, log, splits, device=device)
+    record = _evaluate(path, config, model, log, splits, device=device, autoattack=autoattack, progress=progress)
     model.to("cpu").eval()
     return Run(path=path, model=model, config=config, record=record, has_weights=True)
 

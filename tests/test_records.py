@@ -1,14 +1,16 @@
-"""The typed result record: every committed result.json loads and writes back byte for byte; bad records fail clearly."""
+"""The typed result record: every committed result.json loads and writes back byte for byte; bad records fail."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from imalib.config import RunConfig
 from imalib.errors import ConfigError
-from imalib.records import EpochLog, ResultRecord, collect, read_record
+from imalib.records import AutoAttackEntry, EpochLog, ResultRecord, collect, read_record
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 COMMITTED = sorted(RESULTS.rglob("result.json"))
@@ -99,3 +101,30 @@ def test_not_json(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         collect(tmp_path / "nowhere")
 
+
+
+@pytest.mark.parametrize("file", COMMITTED, ids=[str(f.relative_to(RESULTS)) for f in COMMITTED])
+def test_every_committed_config_hashes_to_its_directory_name(file: Path) -> None:
+    """A new field in RunConfig would change every hash and so every run directory: this test catches it."""
+    config = RunConfig.from_dict(json.loads((file.parent / "config.json").read_text()))
+    assert file.parent.name == f"{config.label}-{config.norm}-{config.hash()}"
+
+
+def test_autoattack_entries_round_trip_and_bad_ones_fail() -> None:
+    record = read_record(COMMITTED[0])
+    n = len(record.eps)
+    entry = AutoAttackEntry(eps=record.eps, accuracy=record.accuracy, worst_of_both=record.accuracy,
+                            pgd_accuracy=record.accuracy, n_images=record.n_test,
+                            settings={"version": "custom", "attacks": ["apgd-ce", "fab"]}, seconds=2.5,
+                            level_seconds=(0.0,) * n)
+    subset = replace(entry, n_images=3, indices=(0, 4, 9))
+    both = replace(record, autoattack=entry, autoattack_standard=subset)
+    values = json.loads(canonical(both.to_json()))
+    assert ResultRecord.from_json(values) == both and values["autoattack_standard"]["indices"] == [0, 4, 9]
+    assert "indices" not in values["autoattack"]
+    broken = dict(values, autoattack=dict(values["autoattack"], accuracy=[0.5]))
+    with pytest.raises(ConfigError, match="differ in length"):
+        ResultRecord.from_json(broken)
+    extra = dict(values, autoattack=dict(values["autoattack"], colour="red"))
+    with pytest.raises(ConfigError, match="unknown fields"):
+        ResultRecord.from_json(extra)

@@ -1,0 +1,266 @@
+"""PGD beside AutoAttack, from result records: the tables, rankings and warnings of the robustness chapter.
+
+Every function here but the last is a pure function of typed records
+(:class:`imalib.records.ResultRecord`) and returns a pandas frame. A record
+without an ``autoattack`` entry (not measured yet) contributes its PGD numbers
+and NaN for AutoAttack and the worst of both.
+
+- :func:`attack_frame`: one row per (record, eps): PGD, AutoAttack, worst of both;
+- :func:`robustness_table`: per (dataset, norm), mean and sd over seeds per method and eps;
+- :func:`rankings`: the order of the methods under PGD and under the worst of both, per eps;
+- :func:`overstated`: where PGD overstates a method by more than the resolution;
+- :func:`masking_signs`: accuracy rising with eps, AutoAttack beating PGD by more than the resolution;
+- :func:`broken_by_autoattack`: a few images PGD called robust and AutoAttack broke (needs weights).
+
+The resolution of an accuracy a on n test images is two binomial standard
+errors, 2 sqrt(a (1 - a) / n), and never less than one image (1 / n).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from imalib.book.findings import standard_error
+from imalib.records import ResultRecord
+
+ATTACKS = ("pgd", "autoattack", "worst_of_both")
+
+
+def resolution(accuracy: float, n: int) -> float:
+    """Two binomial standard errors of ``accuracy`` on ``n`` images, and at least one image (1 / n)."""
+    return max(2.0 * standard_error(accuracy, n), 1.0 / n)
+
+
+def measured(records: Iterable[ResultRecord]) -> bool:
+    """True when at least one record has AutoAttack outcomes."""
+    return any(record.autoattack is not None for record in records)
+
+
+def attack_frame(records: Iterable[ResultRecord]) -> pd.DataFrame:
+    """One row per (record, eps): dataset, norm, profile, label, seed, n_test, eps, pgd, autoattack, worst_of_both."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        entry = record.autoattack
+        for k, eps in enumerate(record.eps):
+            rows.append({"dataset": record.dataset, "norm": record.norm, "profile": record.profile,
+                         "label": record.label, "seed": record.seed, "n_test": record.n_test, "eps": eps,
+                         "pgd": record.accuracy[k],
+                         "autoattack": math.nan if entry is None else entry.accuracy[k],
+                         "worst_of_both": math.nan if entry is None else entry.worst_of_both[k]})
+    columns = ["dataset", "norm", "profile", "label", "seed", "n_test", "eps", *ATTACKS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _one(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.DataFrame:
+    frame = attack_frame(r for r in records if r.dataset == dataset and r.norm == norm)
+    if frame.empty:
+        raise ValueError(f"no records for {dataset}/{norm}: collect them with imalib.records.collect")
+    return frame
+
+
+def robustness_table(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.DataFrame:
+    """Per method and eps: mean and sd over seeds of PGD, AutoAttack and the worst of both, and the seeds.
+
+    Columns: label, eps, n_seeds, n_test, then ``<attack>`` (mean) and
+    ``<attack>_sd`` (NaN with one seed) for each attack. Methods keep the order
+    of the records.
+    """
+    frame = _one(records, dataset, norm)
+    order = list(dict.fromkeys(frame["label"]))
+    grouped = frame.groupby(["label", "eps"], sort=False)
+    table = grouped.agg(n_seeds=("seed", "nunique"), n_test=("n_test", "min"),
+                        **{a: (a, "mean") for a in ATTACKS}, **{f"{a}_sd": (a, "std") for a in ATTACKS})
+    table = table.reset_index()
+    table["label"] = pd.Categorical(table["label"], categories=order, ordered=True)
+    return table.sort_values(["label", "eps"]).reset_index(drop=True).assign(label=lambda t: t["label"].astype(str))
+
+
+def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A :func:`robustness_table` for reading: methods as rows, (eps, attack) as columns, 'mean ± sd' cells."""
+    def cell(mean: float, sd: float) -> str:
+        if math.isnan(mean):
+            return "not measured"
+        return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+    out = pd.DataFrame({(f"{eps:g}", attack): [cell(m, s) for m, s in
+                                               zip(part[attack], part[f"{attack}_sd"], strict=True)]
+                        for eps, part in table.groupby("eps", sort=True) for attack in ATTACKS},
+                       index=list(dict.fromkeys(table["label"])))
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["eps", "attack"])
+    return out
+
+
+def compact_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A :func:`robustness_table` in one cell per (method, eps): 'PGD / AutoAttack / worst of both' (means)."""
+    def number(value: float) -> str:
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+    out = pd.DataFrame({f"{eps:g}": [" / ".join(number(row[a]) for a in ATTACKS) for _, row in part.iterrows()]
+                        for eps, part in table.groupby("eps", sort=True)},
+                       index=list(dict.fromkeys(table["label"])))
+    out.index.name = "PGD / AutoAttack / worst of both"
+    return out
+
+
+def rankings(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.DataFrame:
+    """Per eps > 0: the methods from best to worst under PGD and under the worst of both (mean over seeds).
+
+    Columns: eps, pgd, worst_of_both (labels joined by ' > '), changed (the two
+    orders differ; False where the worst of both is not measured for every method).
+    """
+    table = robustness_table(records, dataset, norm)
+    rows = []
+    for eps, part in table[table["eps"] > 0].groupby("eps", sort=True):
+        pgd = " > ".join(part.sort_values("pgd", ascending=False, kind="stable")["label"])
+        complete = not part["worst_of_both"].isna().any()
+        worst = " > ".join(part.sort_values("worst_of_both", ascending=False, kind="stable")["label"]) \
+            if complete else "not measured"
+        rows.append({"eps": eps, "pgd": pgd, "worst_of_both": worst, "changed": complete and pgd != worst})
+    return pd.DataFrame(rows, columns=["eps", "pgd", "worst_of_both", "changed"])
+
+
+def overstated(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.DataFrame:
+    """Where PGD's accuracy exceeds the worst of both by more than the resolution at n_test (mean over seeds).
+
+    Columns: label, eps, pgd, worst_of_both, gap, resolution, n_test; empty
+    when PGD overstates no method (or nothing is measured).
+    """
+    table = robustness_table(records, dataset, norm).dropna(subset=["worst_of_both"])
+    gap = table["pgd"] - table["worst_of_both"]
+    limit = [resolution(a, int(n)) for a, n in zip(table["pgd"], table["n_test"], strict=True)]
+    out = table.assign(gap=gap, resolution=limit)
+    out = out[out["gap"] > out["resolution"]]
+    return out[["label", "eps", "pgd", "worst_of_both", "gap", "resolution", "n_test"]].reset_index(drop=True)
+
+
+def masking_signs(records: Iterable[ResultRecord]) -> pd.DataFrame:
+    """Signs of gradient masking, one row per (record, eps, sign).
+
+    The signs: 'pgd rises' / 'autoattack rises' (accuracy higher than at the
+    previous, smaller eps: a stronger attack at a larger eps can only break
+    more) and 'autoattack beats pgd' (AutoAttack's accuracy below PGD's by more
+    than the resolution: PGD's gradients mislead it). Columns: dataset, norm,
+    label, seed, eps, sign, before (the previous eps's value, or PGD's), value,
+    resolution.
+    """
+    rows = []
+    for record in records:
+        entry = record.autoattack
+        series = {"pgd": record.accuracy}
+        if entry is not None:
+            series["autoattack"] = entry.accuracy
+        for name, values in series.items():
+            for k in range(1, len(values)):
+                if values[k] > values[k - 1]:
+                    rows.append((record, record.eps[k], f"{name} rises", values[k - 1], values[k]))
+        if entry is not None:
+            for k, eps in enumerate(record.eps):
+                if record.accuracy[k] - entry.accuracy[k] > resolution(record.accuracy[k], record.n_test):
+                    rows.append((record, eps, "autoattack beats pgd", record.accuracy[k], entry.accuracy[k]))
+    columns = ["dataset", "norm", "label", "seed", "eps", "sign", "before", "value", "resolution"]
+    return pd.DataFrame([{"dataset": r.dataset, "norm": r.norm, "label": r.label, "seed": r.seed, "eps": eps,
+                          "sign": sign, "before": before, "value": value,
+                          "resolution": resolution(before, r.n_test)} for r, eps, sign, before, value in rows],
+                        columns=columns)
+
+
+def not_measured_command(records: Iterable[ResultRecord], results_root: str = "results") -> str | None:
+    """The command that adds AutoAttack to the first record lacking it, or None when all have it."""
+    for record in records:
+        if record.autoattack is None:
+            return (f"python -m imalib evaluate --attack autoattack {results_root}/{record.dataset}/"
+                    f"{record.label}-{record.norm}-{record.config_hash}")
+    return None
+
+
+def chapter_values(records: Sequence[ResultRecord], dataset: str, norm: str, *,
+                   results_root: str = "results") -> dict[str, object]:
+    """Glue-ready values of the AutoAttack section for (dataset, norm), named ``<dataset>_<norm>_aa_<what>``.
+
+    ``status`` says how many rows have AutoAttack (or 'not measured yet: <command>'); ``table`` is
+    :func:`compact_table`; ``rankings`` the orders per eps;
+    ``overstated`` and ``masking`` the frames of :func:`overstated` and :func:`masking_signs` (or a
+    sentence saying there are none). Numbers only: the chapter's prose stays in the chapter.
+    """
+    chosen = [r for r in records if r.dataset == dataset and r.norm == norm]
+    key = f"{dataset}_{norm}_aa"
+    if not chosen:
+        empty = "no runs of this table yet"
+        return {f"{key}_{what}": empty for what in ("status", "table", "rankings", "overstated", "masking")}
+    with_aa = sum(r.autoattack is not None for r in chosen)
+    command = not_measured_command(chosen, results_root)
+    status = (f"AutoAttack measured on {with_aa} of {len(chosen)} runs" if with_aa else "not measured yet")
+    if command is not None:
+        status += f"; to add it to a run: `{command}`"
+    table = compact_table(robustness_table(chosen, dataset, norm))
+    ranks = rankings(chosen, dataset, norm).set_index("eps")
+    over = overstated(chosen, dataset, norm).set_index(["label", "eps"])
+    masking = masking_signs(chosen).drop(columns=["dataset", "norm"])
+    return {f"{key}_status": status, f"{key}_table": table, f"{key}_rankings": ranks,
+            f"{key}_overstated": over if not over.empty else
+            ("none beyond the resolution" if with_aa else "not measured yet"),
+            f"{key}_masking": masking.set_index(["label", "seed", "eps"]) if not masking.empty else "none"}
+
+
+def broken_by_autoattack(runs: Sequence[Any], eps: float, *, count: int = 4,
+                         data_root: str | None = None) -> pd.DataFrame:
+    """Up to ``count`` test images per run that PGD left robust at ``eps`` and AutoAttack broke.
+
+    ``runs`` are :class:`imalib.runs.Run` objects with weights and an
+    ``autoattack.pt``. AutoAttack is run again on the chosen images to get the
+    adversarial inputs (its random start then differs, so an image it does not
+    break a second time is left out). Columns: label, index (in the run's test
+    set), y, adversarial_prediction, image (the clean input), adversarial
+    (the attacked input), distance (the norm of their difference).
+    """
+    import torch
+
+    from imalib.autoattack import evaluate_autoattack
+    from imalib.runs import load_autoattack, load_robustness, splits_of
+
+    rows = []
+    for run in runs:
+        if not run.has_weights:
+            raise ValueError(f"{run.path} has no model.pt: train it again to pick images AutoAttack broke")
+        record = run.record
+        if record.autoattack is None or eps not in record.eps:
+            raise ValueError(f"{run.path}: no AutoAttack outcome at eps {eps:g}; run 'python -m imalib evaluate "
+                             f"--attack autoattack {run.path}'")
+        k = record.eps.index(eps)
+        pgd = load_robustness(run.path).robust[k]
+        aa = load_autoattack(run.path)
+        if aa is None:
+            raise ValueError(f"{run.path} has no autoattack.pt; run 'python -m imalib evaluate --attack autoattack "
+                             f"{run.path}'")
+        chosen = (pgd & ~aa[k]).nonzero().squeeze(1)[:count]
+        if chosen.numel() == 0:
+            continue
+        splits = splits_of(run.config, data_root)
+        x, y = splits.test.inputs()[chosen], splits.test.y[chosen]
+        with torch.no_grad():
+            classes = int(run.model(x[:1]).shape[1])
+        again = evaluate_autoattack(run.model, x, y, norm=record.norm, eps_list=[eps], clip=splits.clip,
+                                    num_classes=classes, seed=record.seed, keep_adversarial=True)
+        x_adv = again.adversarial[0]
+        assert x_adv is not None
+        with torch.no_grad():
+            predicted = run.model(x_adv).argmax(dim=1)
+        for j, index in enumerate(chosen.tolist()):
+            if bool(again.robustness.robust[0, j]):
+                continue
+            difference = (x_adv[j] - x[j]).flatten()
+            distance = float(difference.abs().max() if record.norm == "linf" else difference.norm())
+            rows.append({"label": record.label, "index": index, "y": int(y[j]),
+                         "adversarial_prediction": int(predicted[j]), "image": x[j], "adversarial": x_adv[j],
+                         "distance": distance})
+    return pd.DataFrame(rows, columns=["label", "index", "y", "adversarial_prediction", "image", "adversarial",
+                                       "distance"])
+
+
+__all__ = ["ATTACKS", "attack_frame", "broken_by_autoattack", "chapter_values", "compact_table", "format_table",
+           "masking_signs", "measured", "not_measured_command", "overstated", "rankings", "resolution",
+           "robustness_table"]

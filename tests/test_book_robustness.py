@@ -1,0 +1,131 @@
+"""The robustness chapter's tables from made-up records: means over seeds, rankings, overstatement, masking signs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from imalib.book.robustness import (
+    attack_frame,
+    chapter_values,
+    format_table,
+    masking_signs,
+    measured,
+    not_measured_command,
+    overstated,
+    rankings,
+    resolution,
+    robustness_table,
+)
+from imalib.records import AutoAttackEntry, ResultRecord, read_record
+
+BASE = read_record(next((Path(__file__).resolve().parents[1] / "results" / "fashion_mnist").glob("ima-linf-*"))
+                   / "result.json")
+EPS = (0.0, 0.1, 0.2)
+
+
+def made_up(label: str, seed: int, pgd: tuple[float, ...], aa: tuple[float, ...] | None,
+            both: tuple[float, ...] | None = None, n_test: int = 100) -> ResultRecord:
+    entry = None
+    if aa is not None:
+        worst = both if both is not None else tuple(min(p, a) for p, a in zip(pgd, aa, strict=True))
+        entry = AutoAttackEntry(eps=EPS, accuracy=aa, worst_of_both=worst, pgd_accuracy=pgd, n_images=n_test,
+                                settings={"version": "custom"}, seconds=1.0, level_seconds=(0.0, 0.5, 0.5))
+    return replace(BASE, label=label, seed=seed, n_test=n_test, eps=EPS, accuracy=pgd, envelope=pgd,
+                   rises=(False,) * 3, autoattack=entry)
+
+
+RECORDS = [
+    made_up("ima", 0, (0.8, 0.6, 0.5), (0.8, 0.40, 0.20)),
+    made_up("ima", 1, (0.8, 0.6, 0.5), (0.8, 0.44, 0.24)),
+    made_up("mma", 0, (0.8, 0.5, 0.3), (0.8, 0.48, 0.29)),
+    made_up("mma", 1, (0.8, 0.5, 0.3), (0.8, 0.48, 0.27)),
+]
+
+
+def test_resolution_is_two_standard_errors_and_at_least_one_image() -> None:
+    assert resolution(0.5, 100) == pytest.approx(0.1)
+    assert resolution(0.0, 100) == pytest.approx(0.01)
+
+
+def test_table_means_and_sds_over_seeds() -> None:
+    table = robustness_table(RECORDS, "fashion_mnist", "linf")
+    assert list(dict.fromkeys(table["label"])) == ["ima", "mma"] and len(table) == 6
+    row = table[(table["label"] == "ima") & (table["eps"] == 0.2)].iloc[0]
+    assert row["n_seeds"] == 2 and row["pgd"] == pytest.approx(0.5) and row["pgd_sd"] == pytest.approx(0.0)
+    assert row["autoattack"] == pytest.approx(0.22) and row["autoattack_sd"] == pytest.approx(math.sqrt(0.0008))
+    assert row["worst_of_both"] == pytest.approx(0.22)
+    shown = format_table(table)
+    assert shown.loc["ima", ("0.2", "autoattack")] == "0.220 ± 0.028"
+    assert shown.loc["mma", ("0.1", "pgd")] == "0.500 ± 0.000"
+    with pytest.raises(ValueError, match="no records for svhn/linf"):
+        robustness_table(RECORDS, "svhn", "linf")
+
+
+def test_rankings_change_under_the_worst_of_both() -> None:
+    frame = rankings(RECORDS, "fashion_mnist", "linf").set_index("eps")
+    assert frame.loc[0.2, "pgd"] == "ima > mma" and frame.loc[0.2, "worst_of_both"] == "mma > ima"
+    assert bool(frame.loc[0.2, "changed"]) and bool(frame.loc[0.1, "changed"])
+
+
+def test_overstatement_beyond_the_resolution_only() -> None:
+    frame = overstated(RECORDS, "fashion_mnist", "linf")
+    # ima at 0.2: PGD 0.5, worst 0.22, gap 0.28 > 0.1; ima at 0.1: gap 0.18 > 0.098; mma: gaps 0.02 at most
+    assert [(r.label, r.eps) for r in frame.itertuples()] == [("ima", 0.1), ("ima", 0.2)]
+    assert frame.iloc[1]["gap"] == pytest.approx(0.28) and frame.iloc[1]["resolution"] == pytest.approx(0.1)
+
+
+def test_masking_signs() -> None:
+    rising = made_up("adv", 0, (0.8, 0.3, 0.35), (0.8, 0.1, 0.05))
+    signs = masking_signs([rising, RECORDS[2]])
+    assert set(signs["sign"]) == {"pgd rises", "autoattack beats pgd"}
+    rise = signs[signs["sign"] == "pgd rises"].iloc[0]
+    assert rise["eps"] == 0.2 and rise["before"] == 0.3 and rise["value"] == 0.35
+    beaten = signs[signs["sign"] == "autoattack beats pgd"]
+    assert list(beaten["eps"]) == [0.1, 0.2] and set(beaten["label"]) == {"adv"}
+
+
+def test_records_without_autoattack_show_as_not_measured() -> None:
+    plain = [made_up("ima", 0, (0.8, 0.6, 0.5), None), made_up("mma", 0, (0.8, 0.5, 0.3), None)]
+    assert not measured(plain) and measured(RECORDS)
+    frame = attack_frame(plain)
+    assert frame["autoattack"].isna().all() and list(frame["pgd"][:3]) == [0.8, 0.6, 0.5]
+    assert overstated(plain, "fashion_mnist", "linf").empty
+    assert (rankings(plain, "fashion_mnist", "linf")["worst_of_both"] == "not measured").all()
+    assert format_table(robustness_table(plain, "fashion_mnist", "linf")).loc["ima", ("0.1", "autoattack")] \
+        == "not measured"
+    command = not_measured_command(plain)
+    assert command is not None and command.startswith("python -m imalib evaluate --attack autoattack results/")
+    assert not_measured_command(RECORDS) is None
+
+
+def test_chapter_values_are_glue_ready() -> None:
+    values = chapter_values(RECORDS, "fashion_mnist", "linf")
+    assert values["fashion_mnist_linf_aa_status"] == "AutoAttack measured on 4 of 4 runs"
+    table = values["fashion_mnist_linf_aa_table"]
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["0", "0.1", "0.2"]
+    assert table.loc["ima", "0.2"] == "0.500 / 0.220 / 0.220"
+    over = values["fashion_mnist_linf_aa_overstated"]
+    assert isinstance(over, pd.DataFrame) and list(over.index) == [("ima", 0.1), ("ima", 0.2)]
+    plain = chapter_values([made_up("ima", 0, (0.8, 0.6, 0.5), None)], "fashion_mnist", "linf")
+    assert plain["fashion_mnist_linf_aa_table"].loc["ima", "0.1"] == "0.600 / – / –"  # type: ignore[union-attr]
+    assert str(plain["fashion_mnist_linf_aa_status"]).startswith("not measured yet; to add it to a run: "
+                                                                  "`python -m imalib evaluate --attack autoattack")
+    assert plain["fashion_mnist_linf_aa_overstated"] == "not measured yet"
+    assert set(chapter_values(RECORDS, "svhn", "linf").values()) == {"no runs of this table yet"}
+
+
+def test_chapter_values_on_the_committed_records() -> None:
+    from imalib.records import collect
+
+    records = collect(Path(__file__).resolve().parents[1] / "results", dataset="fashion_mnist")
+    for norm in ("linf", "l2"):
+        values = chapter_values(records, "fashion_mnist", norm, results_root="../results")
+        table = values[f"fashion_mnist_{norm}_aa_table"]
+        assert isinstance(table, pd.DataFrame) and len(table) >= 5
+        if not measured(r for r in records if r.norm == norm):
+            assert "not measured yet" in str(values[f"fashion_mnist_{norm}_aa_status"])
