@@ -42,7 +42,7 @@ from imalib.evaluate import evaluate_robustness
 from imalib.methods import build_method
 from imalib.models import build_model
 from imalib.norms import Norm
-from imalib.profiles import EVAL_EPS
+from imalib.paper import TABLES
 from imalib.train import fit, make_optimizer
 
 DATASETS = ("moons", "fashion_mnist", "svhn", "covid")
@@ -131,7 +131,7 @@ def smoke_cell(dataset: str, method: str, splits: Splits, device: str) -> dict[s
     if any(not math.isfinite(float(p.detach().abs().sum())) for p in model.parameters()):
         raise RuntimeError("non-finite weights after two batches")
     x, y = splits.test.inputs().to(device), splits.test.y.to(device)
-    levels = list(EVAL_EPS.get((dataset, norm), EVAL_EPS[(dataset, "linf")]))[:3]
+    levels = list((TABLES.get((dataset, norm)) or TABLES[(dataset, "linf")]).eps)[:3]
     model.eval()
     robust = evaluate_robustness(model, x, y, norm=norm, eps_list=levels, steps=3, clip=splits.clip,
                                  batch_size=8, seed=0)

@@ -168,7 +168,7 @@ class AutoAttackEntry:
         seconds = _take(rest, "seconds", (int, float), where)
         indices_json = _take(rest, "indices", (list, type(None)), where) if "indices" in rest else None
         _no_extra(rest, where)
-        return cls(**series, n_images=n_images, settings=settings, seconds=seconds,  # type: ignore[arg-type]
+        return cls(**series, n_images=n_images, settings=settings, seconds=seconds,
                    indices=None if indices_json is None else tuple(indices_json))
 
     def to_json(self) -> dict[str, Any]:

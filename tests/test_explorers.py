@@ -35,7 +35,7 @@ def moons() -> ex.MoonsExplorer:
 def test_moons_runs_cover_the_grid_without_the_ablations():
     runs = ex.moons_runs(RESULTS)
     assert {k.label for k in runs} == {"ima", "mma", "trades", "adv0.3", "ce"}
-    assert {k.noise for k in runs} == {0.05, 0.1, 0.2} and {k.seed for k in runs} == {0, 1, 2}
+    assert {0.05, 0.1, 0.2} <= {k.noise for k in runs} and {k.seed for k in runs} == {0, 1, 2}
     for path in runs.values():
         assert _record(path, "config.json")["method_params"] == {}, path
 
