@@ -44,7 +44,7 @@ def run(name: str, tmp_path: Path, **parameters) -> dict[str, str]:
 
 
 def test_every_notebook_is_tested():
-    assert set(NOTEBOOKS) == {"method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing"}
+    assert set(NOTEBOOKS) == {"verdict", "method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing"}
 
 
 def test_each_chapter_is_one_text_notebook_with_a_jupytext_header_and_parameters():

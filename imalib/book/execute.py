@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ("method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")
+NOTEBOOKS = ("verdict", "method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")
 
 
 def to_notebook(source: Path) -> Any:
