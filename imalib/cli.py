@@ -7,6 +7,8 @@ Usage (``imalib`` or ``python -m imalib``)::
                  [--output results] [--data-root DIR] [--device cpu] [--quiet]
     imalib evaluate RUN_DIR                      # or the same selection flags as train
     imalib report [--output results] [--dataset D] [--norm N]
+    imalib sweep --dataset D --norm N --profile P --seeds 0,1,2 --executor {local,slurm,debug} [--dry-run]
+    imalib reproduce RUN_DIR                     # re-run a record from scratch and compare
 
 Every expected failure (a bad value, missing or corrupt data, an unusable
 checkpoint, a diverged run, an unwritable output folder) ends with one line
@@ -36,6 +38,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, Chec
                                                      OSError, ValueError)
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+SUBCOMMAND_MODULES = {"sweep": "imalib.sweep", "reproduce": "imalib.reproduce"}
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> None:
@@ -70,17 +73,11 @@ def parse_params(items: Sequence[str] | None) -> dict[str, Any]:
     return params
 
 
-def _check_device(device: str) -> None:
-    import torch
+def _check_device(device: str) -> str:
+    """The device the run uses ("auto": CUDA if available, else the CPU); refuses one this machine lacks."""
+    from imalib.device import device_name
 
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device={device!r} is not a torch device: use cpu, cuda or cuda:N") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} was asked for but CUDA is not available here: use --device cpu")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={device!r} was asked for but MPS is not available here: use --device cpu")
+    return device_name(device)
 
 
 def _default_eps(rows: Sequence[RunConfig], dataset: str, norm: str, method: str) -> float:
@@ -153,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from imalib.runs import train_run
 
     config = config_from_args(args)
-    _check_device(args.device)
+    args.device = _check_device(args.device)
     root = Path(args.output)
     check_output(root)
     path = train_run(config, results_root=root, data_root=args.data_root, device=args.device,
@@ -175,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError("evaluate needs a run directory, or --dataset and --method to select a run")
         config = config_from_args(args)
         path = run_dir(config, args.output)
-    _check_device(args.device)
+    args.device = _check_device(args.device)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; train it first with 'imalib train'")
     record = evaluate_run(path, data_root=args.data_root, device=args.device)
@@ -235,14 +232,15 @@ def _add_selection(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--output", default="results", metavar="DIR", help="the results root (default: results)")
     parser.add_argument("--data-root", dest="data_root", default=None, metavar="DIR",
                         help="the data root (default: $IMALIB_DATA_ROOT, else data/)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device: auto (CUDA if available, else cpu), cpu, cuda or cuda:N (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its three subcommands."""
     parser = argparse.ArgumentParser(
         prog="imalib", description="Increasing-Margin Adversarial (IMA) training: train, evaluate, report.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,report}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,report,sweep,reproduce}")
 
     train = commands.add_parser("train", help="train one run into its run directory (resumes if interrupted)",
                                 description="Train one configuration into <output>/<dataset>/<label>-<norm>-<hash>/ "
@@ -277,6 +275,11 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 2 bad input, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMAND_MODULES:  # subcommands with their own parser (imalib.sweep, imalib.reproduce)
+        import importlib
+
+        return int(importlib.import_module(SUBCOMMAND_MODULES[argv[0]]).main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -10,11 +10,10 @@ advertorch is touched. Used only as an independent cross-check of our PGD.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
-
-import importlib
 
 import torch
 

@@ -6,7 +6,8 @@ so that an attack on a batch treats each row exactly as it would treat it alone.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

@@ -7,15 +7,22 @@ All models take inputs in [0, 1] (no normalisation layer) and return logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 
 def moons_mlp() -> nn.Sequential:
     """Linear(2, 32)-LR-Linear(32, 64)-LN-LR-Linear(64, 128)-LN-LR-Linear(128, 2) (section 3.1)."""
     return nn.Sequential(
-        nn.Linear(2, 32), nn.LeakyReLU(),
-        nn.Linear(32, 64), nn.LayerNorm(64), nn.LeakyReLU(),
-        nn.Linear(64, 128), nn.LayerNorm(128), nn.LeakyReLU(),
+        nn.Linear(2, 32),
+        nn.LeakyReLU(),
+        nn.Linear(32, 64),
+        nn.LayerNorm(64),
+        nn.LeakyReLU(),
+        nn.Linear(64, 128),
+        nn.LayerNorm(128),
+        nn.LeakyReLU(),
         nn.Linear(128, 2),
     )
 
@@ -24,11 +31,18 @@ def fashion_mnist_cnn() -> nn.Sequential:
     """COV(1,64,5,2,2)-LR-COV(64,128,5,2,2)-IN-LR-COV(128,256,5,2,2)-IN-LR-COV(256,512,4,1,0)
     -Flatten-LN-LR-Linear(512,10) (section 3.2). 28x28 -> 14 -> 7 -> 4 -> 1."""
     return nn.Sequential(
-        nn.Conv2d(1, 64, 5, 2, 2), nn.LeakyReLU(),
-        nn.Conv2d(64, 128, 5, 2, 2), nn.InstanceNorm2d(128), nn.LeakyReLU(),
-        nn.Conv2d(128, 256, 5, 2, 2), nn.InstanceNorm2d(256), nn.LeakyReLU(),
+        nn.Conv2d(1, 64, 5, 2, 2),
+        nn.LeakyReLU(),
+        nn.Conv2d(64, 128, 5, 2, 2),
+        nn.InstanceNorm2d(128),
+        nn.LeakyReLU(),
+        nn.Conv2d(128, 256, 5, 2, 2),
+        nn.InstanceNorm2d(256),
+        nn.LeakyReLU(),
         nn.Conv2d(256, 512, 4, 1, 0),
-        nn.Flatten(), nn.LayerNorm(512), nn.LeakyReLU(),
+        nn.Flatten(),
+        nn.LayerNorm(512),
+        nn.LeakyReLU(),
         nn.Linear(512, 10),
     )
 
@@ -38,14 +52,27 @@ def svhn_cnn() -> nn.Sequential:
     -COV(64,128,3,1,1)-IN-LR-COV(128,128,3,2,1)-IN-LR-COV(128,256,4,1,0)-Flatten-LN-LR-Linear(256,10)
     (section 3.2). 32x32 -> 16 -> 8 -> 4 -> 1."""
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, 1, 1), nn.LeakyReLU(),
-        nn.Conv2d(32, 32, 3, 2, 1), nn.InstanceNorm2d(32), nn.LeakyReLU(),
-        nn.Conv2d(32, 64, 3, 1, 1), nn.InstanceNorm2d(64), nn.LeakyReLU(),
-        nn.Conv2d(64, 64, 3, 2, 1), nn.InstanceNorm2d(64), nn.LeakyReLU(),
-        nn.Conv2d(64, 128, 3, 1, 1), nn.InstanceNorm2d(128), nn.LeakyReLU(),
-        nn.Conv2d(128, 128, 3, 2, 1), nn.InstanceNorm2d(128), nn.LeakyReLU(),
+        nn.Conv2d(3, 32, 3, 1, 1),
+        nn.LeakyReLU(),
+        nn.Conv2d(32, 32, 3, 2, 1),
+        nn.InstanceNorm2d(32),
+        nn.LeakyReLU(),
+        nn.Conv2d(32, 64, 3, 1, 1),
+        nn.InstanceNorm2d(64),
+        nn.LeakyReLU(),
+        nn.Conv2d(64, 64, 3, 2, 1),
+        nn.InstanceNorm2d(64),
+        nn.LeakyReLU(),
+        nn.Conv2d(64, 128, 3, 1, 1),
+        nn.InstanceNorm2d(128),
+        nn.LeakyReLU(),
+        nn.Conv2d(128, 128, 3, 2, 1),
+        nn.InstanceNorm2d(128),
+        nn.LeakyReLU(),
         nn.Conv2d(128, 256, 4, 1, 0),
-        nn.Flatten(), nn.LayerNorm(256), nn.LeakyReLU(),
+        nn.Flatten(),
+        nn.LayerNorm(256),
+        nn.LeakyReLU(),
         nn.Linear(256, 10),
     )
 
@@ -66,7 +93,12 @@ def resnet18_instancenorm(in_channels: int = 1, num_classes: int = 2) -> nn.Modu
     return model
 
 
-MODELS = {"moons": moons_mlp, "fashion_mnist": fashion_mnist_cnn, "svhn": svhn_cnn, "covid": resnet18_instancenorm}
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "moons": moons_mlp,
+    "fashion_mnist": fashion_mnist_cnn,
+    "svhn": svhn_cnn,
+    "covid": resnet18_instancenorm,
+}
 
 
 def build_model(dataset: str) -> nn.Module:

@@ -19,8 +19,17 @@ def uniform_noise(shape: torch.Size, level: float, generator: torch.Generator) -
     return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * level
 
 
-def white_noise_error_rate(model: nn.Module, x: Tensor, y: Tensor, *, level: float = 0.05, repeats: int = 1,
-                           clip: Clip = (0.0, 1.0), seed: int = 0, batch_size: int = 64) -> float:
+def white_noise_error_rate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    level: float = 0.05,
+    repeats: int = 1,
+    clip: Clip = (0.0, 1.0),
+    seed: int = 0,
+    batch_size: int = 64,
+) -> float:
     """The share of noisy samples x + u, u uniform in [-level, level] per pixel, that ``model`` misclassifies.
 
     Appendix B of the paper: with uniform white noise at level 0.05, 2.75% of the
@@ -36,8 +45,10 @@ def white_noise_error_rate(model: nn.Module, x: Tensor, y: Tensor, *, level: flo
     gradients; its train/eval mode is restored afterwards.
     """
     if level < 0 or repeats < 1 or batch_size < 1:
-        raise ValueError(f"need level >= 0, repeats >= 1 and batch_size >= 1, got level={level}, "
-                         f"repeats={repeats}, batch_size={batch_size}")
+        raise ValueError(
+            f"need level >= 0, repeats >= 1 and batch_size >= 1, got level={level}, "
+            f"repeats={repeats}, batch_size={batch_size}"
+        )
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"x has {x.shape[0]} samples and y has {y.shape[0]} labels: need the same, non-zero count")
     device = _device_of(model, x)
@@ -46,11 +57,11 @@ def white_noise_error_rate(model: nn.Module, x: Tensor, y: Tensor, *, level: flo
     with frozen_eval(model), torch.no_grad():
         for _ in range(repeats):
             for start in range(0, x.shape[0], batch_size):
-                batch = x[start:start + batch_size]
+                batch = x[start : start + batch_size]
                 batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
                 noisy = batch.cpu() + uniform_noise(batch.shape, level, generator)
                 if clip is not None:
                     noisy = noisy.clamp(*clip)
                 predicted = model(noisy.to(device)).argmax(dim=1)
-                wrong += int((predicted.cpu() != y[start:start + batch_size].cpu()).sum())
+                wrong += int((predicted.cpu() != y[start : start + batch_size].cpu()).sum())
     return wrong / (x.shape[0] * repeats)

@@ -9,14 +9,14 @@ every sample its own radius, the estimated margin E(x).
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 Norm = Literal["linf", "l2"]
-Eps = Union[float, Tensor]
-Clip = Union[tuple[float, float], None]
+Eps = float | Tensor
+Clip = tuple[float, float] | None
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 
@@ -75,9 +75,7 @@ def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
     return grad / length.clamp_min(1e-12)
 
 
-def random_in_ball(
-    x: Tensor, eps: Eps, norm: Norm, generator: torch.Generator | None = None
-) -> Tensor:
+def random_in_ball(x: Tensor, eps: Eps, norm: Norm, generator: torch.Generator | None = None) -> Tensor:
     """Random start xi with ||xi||_p <= eps, uniform over the ball.
 
     L-inf: each coordinate uniform in [-eps, eps].  L2: a Gaussian direction

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 
 from imalib.config import RunConfig
 from imalib.data import Splits, load_splits
+from imalib.device import device_name
 from imalib.errors import CheckpointError, ConfigError
 from imalib.evaluate import RobustnessResult, evaluate_robustness
 from imalib.io import load_state, load_torch, save_torch, write_json
@@ -31,8 +31,9 @@ from imalib.models import build_model
 from imalib.records import RESULT_FILE, Environment, ResultRecord, read_record
 from imalib.train import TrainResult, fit, make_optimizer
 
-EVAL_PROTOCOL = ("first-misclassified: each PGD run stops a sample at its first misclassified iterate "
-                 "(never weaker than judging the final iterate, as the paper's advertorch loop did)")
+EVAL_PROTOCOL = ("first-misclassified: each PGD run stops a sample at its first misclassified iterate and counts it "
+                 "broken, whatever a later forward pass says (never weaker than judging the final iterate, as the "
+                 "paper's advertorch loop did); TF32 off")
 SECONDS_NOTE = "measured on the machine in 'environment'; train_seconds excludes evaluation"
 
 
@@ -64,16 +65,10 @@ def splits_of(config: RunConfig, data_root: str | Path | None = None) -> Splits:
 
 
 def environment() -> Environment:
-    """Library versions and hardware, recorded with every result."""
-    import numpy
-    import sklearn
+    """Library versions, hardware and the GPU numerics flags, recorded with every result (imalib.device)."""
+    from imalib.device import environment as device_environment
 
-    return Environment(
-        python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
-        sklearn=sklearn.__version__, machine=platform.machine(), processor=platform.processor(),
-        cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-        cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    )
+    return Environment.from_json(device_environment())
 
 
 def _check_writable(path: Path) -> None:
@@ -122,7 +117,7 @@ def _train(config: RunConfig, path: Path, splits: Splits, *, device: str, progre
 
 
 def train_run(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-              device: str = "cpu", progress: bool = True) -> Path:
+              device: str = "auto", progress: bool = True) -> Path:
     """Train ``config`` into its run directory (resuming from ``checkpoint.pt``); returns the directory.
 
     Writes ``config.json`` first, ``checkpoint.pt`` after every epoch, then
@@ -132,7 +127,7 @@ def train_run(config: RunConfig, *, results_root: str | Path = "results", data_r
     path = run_dir(config, results_root)
     if not _is_trained(path):
         _check_writable(path)
-        _train(config, path, splits_of(config, data_root), device=device, progress=progress)
+        _train(config, path, splits_of(config, data_root), device=device_name(device), progress=progress)
     return path
 
 
@@ -161,7 +156,7 @@ def _evaluate(path: Path, config: RunConfig, model: nn.Module, log: dict[str, An
         "data": splits.note, "n_train": log["n_train"], "n_test": len(splits.test),
         "eps": list(robustness.eps), "accuracy": robustness.accuracy, "envelope": robustness.envelope,
         "rises": robustness.rises, "history": log["history"], "margins": log.get("margins"),
-        "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds,
+        "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds, "device": device,
         "environment": environment().to_json(), "eval_protocol": EVAL_PROTOCOL, "seconds_note": SECONDS_NOTE,
     })
     save_torch(path / "robust.pt", robustness.robust)
@@ -169,11 +164,11 @@ def _evaluate(path: Path, config: RunConfig, model: nn.Module, log: dict[str, An
     return record
 
 
-def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "cpu") -> ResultRecord:
+def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "auto") -> ResultRecord:
     """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically)."""
     path = Path(path)
     config, model, log = _load_trained(path)
-    return _evaluate(path, config, model, log, splits_of(config, data_root), device=device)
+    return _evaluate(path, config, model, log, splits_of(config, data_root), device=device_name(device))
 
 
 def load_robustness(path: str | Path) -> RobustnessResult:
@@ -185,7 +180,7 @@ def load_robustness(path: str | Path) -> RobustnessResult:
 
 
 def run_experiment(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-                   device: str = "cpu", force: bool = False, progress: bool = True) -> Run:
+                   device: str = "auto", force: bool = False, progress: bool = True) -> Run:
     """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it.
 
     The data is loaded once and the trained model stays in memory from training
@@ -194,6 +189,7 @@ def run_experiment(config: RunConfig, *, results_root: str | Path = "results", d
     starts from scratch.
     """
     path = run_dir(config, results_root)
+    device = device_name(device)
     if force:
         shutil.rmtree(path, ignore_errors=True)
     if (path / RESULT_FILE).exists():

@@ -8,6 +8,33 @@ from torch import nn
 
 torch.set_num_threads(1)  # small models: one thread beats two, and never oversubscribes a busy machine
 
+# The longest tests, longest first (measured with `pytest --durations`): they are marked `slow` (they still run in
+# `make test` and CI; `-m "not slow"` skips them for a quick local loop) and collected first, so that pytest-xdist
+# deals them out to its workers at the start, alternately, instead of leaving one of them for the end.
+LONGEST_FIRST = (
+    "test_covid_on_generated_files",
+    "test_fashion_mnist_smoke",
+    "test_svhn_on_generated_files",
+    "test_moons_smoke",
+    "test_reproducing",
+    "test_method_and_equilibrium",
+    "test_killed_run_leaves_complete_files_and_resumes",
+    "test_python_dash_m",
+)
+SLOW_MODULES = ("test_notebooks.py",)  # every test there executes a notebook end to end
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+
+    def position(item: pytest.Item) -> int:
+        return rank.get(item.originalname if isinstance(item, pytest.Function) else item.name, len(rank))
+
+    for item in items:
+        if position(item) < len(rank) or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=position)  # stable: the others keep their order
+
 
 class Linear2(nn.Module):
     """A two-class linear model: logit difference z_1 - z_0 = w . x + b."""
@@ -61,7 +88,16 @@ def trained_moons_model(seed: int = 0, epochs: int = 6):
     splits = load_moons(2000, 10, 400, noise=0.1, seed=seed)
     torch.manual_seed(seed)
     model = moons_mlp()
-    fit(model, CE(), splits.train, epochs=epochs, batch_size=64, optimizer=make_optimizer(model, "adam", 1e-2, 0.0),
-        seed=seed, clip=None, progress=False)
+    fit(
+        model,
+        CE(),
+        splits.train,
+        epochs=epochs,
+        batch_size=64,
+        optimizer=make_optimizer(model, "adam", 1e-2, 0.0),
+        seed=seed,
+        clip=None,
+        progress=False,
+    )
     model.eval()
     return model, splits.test.inputs(), splits.test.y

@@ -9,8 +9,18 @@ from torch import Tensor, nn
 
 from imalib.context import frozen_eval
 from imalib.losses import attack_loss
-from imalib.norms import Clip, Eps, Norm, as_column, ascent_direction, check_norm, clip_box, lp_norm, project_ball, random_in_ball
-
+from imalib.norms import (
+    Clip,
+    Eps,
+    Norm,
+    as_column,
+    ascent_direction,
+    check_norm,
+    clip_box,
+    lp_norm,
+    project_ball,
+    random_in_ball,
+)
 
 COMPACT_SHARE = 0.25  # drop crossed samples from the working batch once they are this share of it (at most 1)
 
@@ -133,7 +143,8 @@ def bpgd(
                 first_wrong[leaving] = pair_out[crossed]
                 still = ~crossed
                 rows, current, origin, labels, r, step, pair_in, pair_out = (
-                    t[still] for t in (rows, current, origin, labels, r, step, pair_in, pair_out))
+                    t[still] for t in (rows, current, origin, labels, r, step, pair_in, pair_out)
+                )
                 if take_step:
                     grad = grad[still]
                 crossed = crossed[still]

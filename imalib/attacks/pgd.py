@@ -7,7 +7,17 @@ from torch import Tensor, nn
 
 from imalib.context import frozen_eval
 from imalib.losses import attack_loss
-from imalib.norms import Clip, Eps, Norm, as_column, ascent_direction, check_norm, clip_box, project_ball, random_in_ball
+from imalib.norms import (
+    Clip,
+    Eps,
+    Norm,
+    as_column,
+    ascent_direction,
+    check_norm,
+    clip_box,
+    project_ball,
+    random_in_ball,
+)
 
 
 def pgd(
@@ -26,6 +36,28 @@ def pgd(
     stop_on_success: bool = False,
     delta_init: Tensor | None = None,
 ) -> Tensor:
+    """Untargeted PGD inside the eps-ball; x_adv only (:func:`pgd_tracked` documents the arguments)."""
+    return pgd_tracked(model, x, y, eps, norm=norm, steps=steps, step_size=step_size, loss=loss,
+                       rand_init=rand_init, clip=clip, generator=generator, stop_on_success=stop_on_success,
+                       delta_init=delta_init)[0]
+
+
+def pgd_tracked(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: Eps,
+    *,
+    norm: Norm = "linf",
+    steps: int,
+    step_size: Eps,
+    loss: str = "ce",
+    rand_init: bool = True,
+    clip: Clip = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+    stop_on_success: bool = False,
+    delta_init: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """Untargeted PGD inside the eps-ball: x_(i) = clip(x_(i-1) + eta * h(J'(x_(i-1)))).
 
     Madry et al. 2017; paper eq. (1).  Threat model: ||x_adv - x||_p <= eps with
@@ -55,7 +87,13 @@ def pgd(
             were drawn separately.
 
     Returns:
-        x_adv with the shape of ``x``, inside the eps-ball and the clip box.
+        x_adv with the shape of ``x``, inside the eps-ball and the clip box, and
+        ``seen`` (B,): True where the attack's own forward pass classified an
+        iterate wrongly (always False unless ``stop_on_success``). A caller
+        counts those samples as broken without judging x_adv again, since
+        another forward pass (another batch, TF32 or another kernel on a GPU)
+        may put an iterate that sits just past the boundary back on the right
+        side.
     """
     norm = check_norm(norm)
     objective = attack_loss(loss)
@@ -71,6 +109,7 @@ def pgd(
     # The loop works on compact tensors of the samples still being attacked; a sample leaves
     # (its x_adv written back) only when stop_on_success sees it misclassified.
     rows = torch.arange(x0.shape[0], device=x0.device)
+    seen = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
     current, start, labels, r, step = x_adv.clone(), x0, y, radius, eta
     with frozen_eval(model):
         for _ in range(steps):
@@ -84,9 +123,11 @@ def pgd(
                 still = logits.detach().argmax(dim=1) == labels
                 if not bool(still.all()):
                     x_adv[rows[~still]] = current[~still]
+                    seen[rows[~still]] = True
                     rows, current, grad, start, labels, r, step = (
-                        t[still] for t in (rows, current, grad, start, labels, r, step))
+                        t[still] for t in (rows, current, grad, start, labels, r, step)
+                    )
             moved = current + step * ascent_direction(grad, norm)
             current = clip_box(start + project_ball(moved - start, r.flatten(), norm), clip)
         x_adv[rows] = current.detach()
-    return x_adv.detach()
+    return x_adv.detach(), seen

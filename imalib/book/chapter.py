@@ -44,7 +44,7 @@ def scale_caption(dataset: str, profile: str) -> str:
 
 
 def table_section(dataset: str, norm: str, profile: str, *, results_root: str | Path, data_root: str | Path | None,
-                  train_missing: bool, workers: int = 1, device: str = "cpu", seed: int = 0,
+                  train_missing: bool, workers: int = 1, device: str = "auto", seed: int = 0,
                   data_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Reproduce the paper's table for (dataset, norm) and glue it under the prefix '<dataset>_<norm>_'.
 

@@ -20,6 +20,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("verdict", "method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")
+# The chapters that train and evaluate runs, and so take a ``device`` parameter.
+TRAINING_CHAPTERS = ("moons", "fashion_mnist", "svhn", "covid")
 
 
 def to_notebook(source: Path) -> Any:
@@ -63,10 +65,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results-root", default=str(ROOT / "results"))
     parser.add_argument("--data-root", default=os.environ.get("IMALIB_DATA_ROOT"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto",
+                        help="where the chapters train and evaluate: auto (CUDA if available, else CPU), cpu, cuda")
     args = parser.parse_args(argv)
+    from imalib.device import device_name
+    from imalib.errors import ConfigError
+
+    try:
+        device = device_name(args.device)
+    except ConfigError as error:
+        parser.exit(2, f"error: {error}\n")
     for name in args.only or NOTEBOOKS:
         parameters = {"profile": args.profile, "train_missing": not args.no_train, "results_root": args.results_root,
                       "data_root": args.data_root, "workers": args.workers}
+        if name in TRAINING_CHAPTERS:
+            parameters["device"] = device
         print(f"executing notebooks/{name}.md ({args.profile})", file=sys.stderr, flush=True)
         execute(name, parameters)
     return 0

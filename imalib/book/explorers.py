@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ipywidgets as widgets  # type: ignore[import-untyped]
+import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.collections import PatchCollection
@@ -677,7 +677,7 @@ class ImageExplorer(_Explorer):
             live = grid > 0
             if bool(live.any()):
                 steps = self.steps or run.config.eval_steps
-                adv[live] = pgd(run.model, xs[live], ys[live], grid[live], norm=run.config.norm,  # type: ignore[arg-type]
+                adv[live] = pgd(run.model, xs[live], ys[live], grid[live], norm=run.config.norm,
                                 steps=steps, step_size=grid[live] / 10, clip=(0.0, 1.0),
                                 generator=torch.Generator().manual_seed(0))
             self._attacks[key] = (grid, adv)

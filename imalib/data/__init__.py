@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from imalib.data.base import DATA_ROOT_ENV, ArrayDataset, DataError, Splits, data_root
 from imalib.data.fashion_mnist import load_fashion_mnist
 from imalib.data.moons import load_moons
 
 
-def load_splits(dataset: str, *, root: str | Path | None = None, n_train: int | None = None,
-                n_test: int | None = None, seed: int = 0, params: Mapping[str, Any] | None = None) -> Splits:
+def load_splits(
+    dataset: str,
+    *,
+    root: str | Path | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+) -> Splits:
     """Load ``dataset``'s train / validation / test splits, reduced to n_train / n_test if given."""
     params = dict(params or {})
     if dataset == "moons":
@@ -26,8 +34,7 @@ def load_splits(dataset: str, *, root: str | Path | None = None, n_train: int | 
         from imalib.data.covid import load_covid
 
         if "expected_counts" in params:  # JSON turns the tuples of a stored configuration into lists
-            params["expected_counts"] = tuple(tuple(c) if isinstance(c, list) else c
-                                              for c in params["expected_counts"])
+            params["expected_counts"] = tuple(tuple(c) if isinstance(c, list) else c for c in params["expected_counts"])
         return load_covid(root, n_train=n_train, n_test=n_test, seed=seed, **params)
     raise DataError(f"dataset={dataset!r} is not supported: use one of moons, fashion_mnist, svhn, covid")
 

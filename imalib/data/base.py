@@ -46,7 +46,12 @@ class ArrayDataset:
         return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
     def batch(self, idx: Tensor, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
-        return self.inputs(idx).to(device), self.y[idx].to(device), idx
+        """Inputs, labels and dataset indices of the samples ``idx``, all three on ``device``.
+
+        The indices travel too: the methods index them with masks computed from
+        the logits (``idx[correct]``), which PyTorch refuses across devices.
+        """
+        return self.inputs(idx).to(device), self.y[idx].to(device), idx.to(device)
 
     def batches(self, batch_size: int, *, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor, Tensor]]:

@@ -27,5 +27,7 @@ def require_files(folder: Path, expected: dict[str, str | None], how_to_get: str
         raise DataError(f"missing {', '.join(missing)} in {folder}. {how_to_get}")
     for name, checksum in expected.items():
         if checksum is not None and md5(folder / name) != checksum:
-            raise DataError(f"{folder / name} has the wrong md5 (expected {checksum}): the file is corrupt or not "
-                            f"the official release. Delete it and fetch it again. {how_to_get}")
+            raise DataError(
+                f"{folder / name} has the wrong md5 (expected {checksum}): the file is corrupt or not "
+                f"the official release. Delete it and fetch it again. {how_to_get}"
+            )

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -41,15 +41,17 @@ EXPECTED_NON_COVID = (1230, 1229)  # the paper's count first; the others are acc
 SPLIT_SEED = 0
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_FORMAT = "imalib covid split v1"
-HOW_TO_GET = ("Download the SARS-CoV-2 CT-scan dataset (Soares et al. 2020; Kaggle: plameneduardo/"
-              "sarscov2-ctscan-dataset) on a machine with internet and unpack it so that <data root>/sars_cov2_ct/"
-              "COVID/ and <data root>/sars_cov2_ct/non-COVID/ hold the PNG files, or point $IMALIB_DATA_ROOT at a "
-              "folder that holds sars_cov2_ct/. Where staged, <data root>/sars_cov2_ct/reference_manifest_sha256.tsv "
-              "lists the expected files with their sha256.")
+HOW_TO_GET = (
+    "Download the SARS-CoV-2 CT-scan dataset (Soares et al. 2020; Kaggle: plameneduardo/"
+    "sarscov2-ctscan-dataset) on a machine with internet and unpack it so that <data root>/sars_cov2_ct/"
+    "COVID/ and <data root>/sars_cov2_ct/non-COVID/ hold the PNG files, or point $IMALIB_DATA_ROOT at a "
+    "folder that holds sars_cov2_ct/. Where staged, <data root>/sars_cov2_ct/reference_manifest_sha256.tsv "
+    "lists the expected files with their sha256."
+)
 # Pixel modes that PIL turns into 8-bit grayscale without losing range; 16-bit or float images are refused.
 EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
 
-Counts = Union[int, Sequence[int]]
+Counts = int | Sequence[int]
 
 
 def _as_counts(counts: Counts) -> tuple[int, ...]:
@@ -58,8 +60,9 @@ def _as_counts(counts: Counts) -> tuple[int, ...]:
 
 def list_images(folder: Path) -> list[str]:
     """The sorted names of the PNG files in ``folder`` (hidden files skipped)."""
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
+    return sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith(".")
+    )
 
 
 def check_count(class_folder: str, found: int, accepted: Counts, base: Path) -> None:
@@ -67,16 +70,21 @@ def check_count(class_folder: str, found: int, accepted: Counts, base: Path) -> 
     counts = _as_counts(accepted)
     if found not in counts:
         wanted = " or ".join(str(c) for c in counts)
-        raise DataError(f"{base / class_folder} holds {found} PNG files, expected {wanted}: the copy is incomplete "
-                        f"or mixed with other images. {HOW_TO_GET}")
+        raise DataError(
+            f"{base / class_folder} holds {found} PNG files, expected {wanted}: the copy is incomplete "
+            f"or mixed with other images. {HOW_TO_GET}"
+        )
     if found != counts[0]:
-        warnings.warn(f"{base / class_folder} holds {found} PNG files instead of the paper's {counts[0]}: some public "
-                      f"copies lack {counts[0] - found} image(s); the missing one(s) simply drop out of the split",
-                      stacklevel=3)
+        warnings.warn(
+            f"{base / class_folder} holds {found} PNG files instead of the paper's {counts[0]}: some public "
+            f"copies lack {counts[0] - found} image(s); the missing one(s) simply drop out of the split",
+            stacklevel=3,
+        )
 
 
-def compute_split(files: Mapping[str, Sequence[str]], n_test_per_class: int,
-                  n_val_per_class: int) -> dict[str, list[str]]:
+def compute_split(
+    files: Mapping[str, Sequence[str]], n_test_per_class: int, n_val_per_class: int
+) -> dict[str, list[str]]:
     """Per class: a seed-0 permutation of the sorted names; the first ``n_test_per_class`` are test, the next
     ``n_val_per_class`` validation, the rest training. Returns sorted relative paths ("COVID/x.png") per split.
 
@@ -86,8 +94,10 @@ def compute_split(files: Mapping[str, Sequence[str]], n_test_per_class: int,
     for class_folder in CLASS_FOLDERS:
         names = sorted(files[class_folder])
         if len(names) <= n_test_per_class + n_val_per_class:
-            raise DataError(f"{class_folder} has {len(names)} images, too few for {n_test_per_class} test and "
-                            f"{n_val_per_class} validation images and a training set")
+            raise DataError(
+                f"{class_folder} has {len(names)} images, too few for {n_test_per_class} test and "
+                f"{n_val_per_class} validation images and a training set"
+            )
         order = torch.randperm(len(names), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
         picked = [f"{class_folder}/{names[i]}" for i in order]
         cut1, cut2 = n_test_per_class, n_test_per_class + n_val_per_class
@@ -101,8 +111,9 @@ def _per_class(paths: Sequence[str]) -> dict[str, int]:
     return {c: sum(p.split("/", 1)[0] == c for p in paths) for c in CLASS_FOLDERS}
 
 
-def check_saved_split(saved: object, present: set[str], n_test_per_class: int, n_val_per_class: int,
-                      path: Path) -> dict[str, list[str]]:
+def check_saved_split(
+    saved: object, present: set[str], n_test_per_class: int, n_val_per_class: int, path: Path
+) -> dict[str, list[str]]:
     """Validate a split read from ``path``: it must name every present file exactly once and nothing else,
     with ``n_test_per_class`` / ``n_val_per_class`` test / validation images per class."""
     fix = f"Delete {path} to have the split made again from the files present (or pass another split_file)."
@@ -114,8 +125,10 @@ def check_saved_split(saved: object, present: set[str], n_test_per_class: int, n
         raise DataError(f"{path} names some files in more than one split. {fix}")
     missing, extra = sorted(present - set(listed)), sorted(set(listed) - present)
     if missing or extra:
-        raise DataError(f"{path} is stale: it does not name {len(missing)} file(s) present (e.g. {missing[:3]}) and "
-                        f"names {len(extra)} file(s) not present (e.g. {extra[:3]}). {fix}")
+        raise DataError(
+            f"{path} is stale: it does not name {len(missing)} file(s) present (e.g. {missing[:3]}) and "
+            f"names {len(extra)} file(s) not present (e.g. {extra[:3]}). {fix}"
+        )
     for name, wanted in (("test", n_test_per_class), ("val", n_val_per_class)):
         sizes = _per_class(split[name])
         if any(size != wanted for size in sizes.values()):
@@ -123,8 +136,9 @@ def check_saved_split(saved: object, present: set[str], n_test_per_class: int, n
     return split
 
 
-def read_or_make_split(path: Path, files: Mapping[str, Sequence[str]], n_test_per_class: int,
-                       n_val_per_class: int) -> dict[str, list[str]]:
+def read_or_make_split(
+    path: Path, files: Mapping[str, Sequence[str]], n_test_per_class: int, n_val_per_class: int
+) -> dict[str, list[str]]:
     """Reuse the split saved at ``path`` (checked against the files present), else compute and save it.
 
     When ``path`` cannot be written (a read-only data root) the split is used unsaved, with a warning;
@@ -135,18 +149,26 @@ def read_or_make_split(path: Path, files: Mapping[str, Sequence[str]], n_test_pe
         try:
             saved = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DataError(f"{path} cannot be read as JSON ({error}). Delete it to have the split made "
-                            f"again.") from None
+            raise DataError(
+                f"{path} cannot be read as JSON ({error}). Delete it to have the split made again."
+            ) from None
         return check_saved_split(saved, present, n_test_per_class, n_val_per_class, path)
     split = compute_split(files, n_test_per_class, n_val_per_class)
-    record = {"format": SPLIT_FORMAT, "split_seed": SPLIT_SEED, "n_test_per_class": n_test_per_class,
-              "n_val_per_class": n_val_per_class, **split}
+    record = {
+        "format": SPLIT_FORMAT,
+        "split_seed": SPLIT_SEED,
+        "n_test_per_class": n_test_per_class,
+        "n_val_per_class": n_val_per_class,
+        **split,
+    }
     try:
         write_json(path, record)
     except OSError as error:
-        warnings.warn(f"could not save the COVID split to {path} ({error}); using it unsaved (it depends only on the "
-                      f"file names, so it is the same every time). Pass split_file= to save it elsewhere.",
-                      stacklevel=3)
+        warnings.warn(
+            f"could not save the COVID split to {path} ({error}); using it unsaved (it depends only on the "
+            f"file names, so it is the same every time). Pass split_file= to save it elsewhere.",
+            stacklevel=3,
+        )
     return split
 
 
@@ -155,13 +177,17 @@ def read_image(path: Path, image_size: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.mode not in EIGHT_BIT_MODES:
-                raise DataError(f"{path} has pixel mode {image.mode!r}; expected an 8-bit image (L, RGB, RGBA, P) as "
-                                f"in the public release")
+                raise DataError(
+                    f"{path} has pixel mode {image.mode!r}; expected an 8-bit image (L, RGB, RGBA, P) as "
+                    f"in the public release"
+                )
             gray = image.convert("L").resize((image_size, image_size), Image.Resampling.BILINEAR)
             return np.asarray(gray, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as error:
-        raise DataError(f"{path} cannot be read as an image ({type(error).__name__}: {error}). Replace it with the "
-                        f"file from the public release. {HOW_TO_GET}") from None
+        raise DataError(
+            f"{path} cannot be read as an image ({type(error).__name__}: {error}). Replace it with the "
+            f"file from the public release. {HOW_TO_GET}"
+        ) from None
 
 
 def load_images(base: Path, paths: Sequence[str], image_size: int) -> ArrayDataset:
@@ -182,10 +208,18 @@ def subset_paths(paths: Sequence[str], n: int | None, generator_seed: int) -> li
     return [paths[i] for i in kept.tolist()]
 
 
-def load_covid(root: str | Path | None = None, *, n_train: int | None = None, n_test: int | None = None,
-               seed: int = 0, image_size: int = 224, split_file: str | Path | None = None,
-               expected_counts: tuple[Counts, Counts] | None = None, n_test_per_class: int = 200,
-               n_val_per_class: int = 30) -> Splits:
+def load_covid(
+    root: str | Path | None = None,
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    image_size: int = 224,
+    split_file: str | Path | None = None,
+    expected_counts: tuple[Counts, Counts] | None = None,
+    n_test_per_class: int = 200,
+    n_val_per_class: int = 30,
+) -> Splits:
     """The paper's split of the SARS-CoV-2 CT-scan dataset: per class 200 test, 30 validation, rest training.
 
     Labels: non-COVID 0, COVID 1. Images: grayscale uint8 (N, 1, image_size, image_size), scaled to [0, 1]
@@ -196,8 +230,10 @@ def load_covid(root: str | Path | None = None, *, n_train: int | None = None, n_
     accepted with a warning. ``n_train`` / ``n_test`` take random subsets (seeds ``seed`` / 1).
     """
     if image_size < 1 or n_test_per_class < 0 or n_val_per_class < 0:
-        raise ValueError(f"image_size={image_size} must be positive and n_test_per_class={n_test_per_class}, "
-                         f"n_val_per_class={n_val_per_class} non-negative")
+        raise ValueError(
+            f"image_size={image_size} must be positive and n_test_per_class={n_test_per_class}, "
+            f"n_val_per_class={n_val_per_class} non-negative"
+        )
     root_path = data_root(root)
     base = root_path / FOLDER
     missing = [c for c in CLASS_FOLDERS if not (base / c).is_dir()]
@@ -219,5 +255,5 @@ def load_covid(root: str | Path | None = None, *, n_train: int | None = None, n_
         clip=(0.0, 1.0),
         num_classes=2,
         note=f"SARS-CoV-2 CT ({len(files['COVID'])} COVID, {len(files['non-COVID'])} non-COVID), grayscale "
-             f"{image_size}x{image_size}, split {path}; train {len(train)}, val {len(val)}, test {len(test)}",
+        f"{image_size}x{image_size}, split {path}; train {len(train)}, val {len(val)}, test {len(test)}",
     )

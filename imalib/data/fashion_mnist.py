@@ -17,9 +17,11 @@ FILES = {
     "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
-HOW_TO_GET = ("Put the four official files in <data root>/FashionMNIST/raw/ (on a machine with internet: "
-              "torchvision.datasets.FashionMNIST(<data root>, download=True)), or point $IMALIB_DATA_ROOT at a "
-              "folder that holds FashionMNIST/raw/.")
+HOW_TO_GET = (
+    "Put the four official files in <data root>/FashionMNIST/raw/ (on a machine with internet: "
+    "torchvision.datasets.FashionMNIST(<data root>, download=True)), or point $IMALIB_DATA_ROOT at a "
+    "folder that holds FashionMNIST/raw/."
+)
 
 
 def _read_idx(path: Path, magic: int, shape_tail: tuple[int, ...]) -> np.ndarray:
@@ -29,15 +31,21 @@ def _read_idx(path: Path, magic: int, shape_tail: tuple[int, ...]) -> np.ndarray
     if found != magic:
         raise DataError(f"{path} is not an IDX file of the expected kind (magic {found}, expected {magic})")
     dims = raw[3]
-    sizes = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    sizes = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
     if tuple(sizes[1:]) != shape_tail:
         raise DataError(f"{path} holds items of shape {tuple(sizes[1:])}, expected {shape_tail}")
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
     return data.reshape(sizes)
 
 
-def load_fashion_mnist(root: str | Path | None = None, *, n_train: int | None = None, n_test: int | None = None,
-                       n_val: int = 5000, seed: int = 0) -> Splits:
+def load_fashion_mnist(
+    root: str | Path | None = None,
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    n_val: int = 5000,
+    seed: int = 0,
+) -> Splits:
     """Read and md5-check the official files; split 55000 train / 5000 validation / 10000 test.
 
     The validation set is the last ``n_val`` images of the official training set
@@ -67,5 +75,5 @@ def load_fashion_mnist(root: str | Path | None = None, *, n_train: int | None = 
         clip=(0.0, 1.0),
         num_classes=10,
         note=f"Fashion-MNIST official files; train {n_train or len(full_train)}, val {n_val}, "
-             f"test {n_test or len(test)}",
+        f"test {n_test or len(test)}",
     )

@@ -8,8 +8,9 @@ from sklearn.datasets import make_moons
 from imalib.data.base import ArrayDataset, Splits
 
 
-def load_moons(n_train: int = 20000, n_val: int = 2000, n_test: int = 2000, *, noise: float = 0.1,
-               seed: int = 0) -> Splits:
+def load_moons(
+    n_train: int = 20000, n_val: int = 2000, n_test: int = 2000, *, noise: float = 0.1, seed: int = 0
+) -> Splits:
     """Draw n_train + n_val + n_test points with ``make_moons(noise, random_state=seed)``.
 
     The paper uses 20000 / 2000 / 2000 and does not give the noise; the book

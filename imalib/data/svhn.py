@@ -25,10 +25,12 @@ FILES = {
     TRAIN_FILE: "e26dedcc434d2e4c54c9b2d4a06d8373",
     TEST_FILE: "eb5a983be6a315427106f1b164d9cef3",
 }
-HOW_TO_GET = ("Put the official files train_32x32.mat and test_32x32.mat (http://ufldl.stanford.edu/housenumbers/) "
-              "in <data root>/SVHN/ (on a machine with internet: torchvision.datasets.SVHN('<data root>/SVHN', "
-              "split='train', download=True), and again with split='test'), or point $IMALIB_DATA_ROOT at a folder "
-              "that holds SVHN/.")
+HOW_TO_GET = (
+    "Put the official files train_32x32.mat and test_32x32.mat (http://ufldl.stanford.edu/housenumbers/) "
+    "in <data root>/SVHN/ (on a machine with internet: torchvision.datasets.SVHN('<data root>/SVHN', "
+    "split='train', download=True), and again with split='test'), or point $IMALIB_DATA_ROOT at a folder "
+    "that holds SVHN/."
+)
 ZERO_LABEL = 10  # SVHN's label for the digit 0
 
 
@@ -39,8 +41,10 @@ def _read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         content = loadmat(path, variable_names=("X", "y"))
     except Exception as error:  # noqa: BLE001 - every unreadable file gets the same advice
-        raise DataError(f"{path} cannot be read as a MATLAB v5 file ({type(error).__name__}: {error}). "
-                        f"Delete it and fetch it again. {HOW_TO_GET}") from None
+        raise DataError(
+            f"{path} cannot be read as a MATLAB v5 file ({type(error).__name__}: {error}). "
+            f"Delete it and fetch it again. {HOW_TO_GET}"
+        ) from None
     if "X" not in content or "y" not in content:
         raise DataError(f"{path} lacks the variables 'X' and 'y' of the official SVHN files. {HOW_TO_GET}")
     return content["X"], content["y"]
@@ -70,8 +74,15 @@ def load_split_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return _to_tensors(images, labels, path)
 
 
-def load_svhn(root: str | Path | None = None, *, n_train: int | None = None, n_test: int | None = None,
-              n_val: int = 5000, seed: int = 0, check_md5: bool = True) -> Splits:
+def load_svhn(
+    root: str | Path | None = None,
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    n_val: int = 5000,
+    seed: int = 0,
+    check_md5: bool = True,
+) -> Splits:
     """Read and md5-check the official files; split 68257 train / 5000 validation / 26032 test.
 
     The validation set is the last ``n_val`` images of the official training set
@@ -99,5 +110,5 @@ def load_svhn(root: str | Path | None = None, *, n_train: int | None = None, n_t
         clip=(0.0, 1.0),
         num_classes=10,
         note=f"SVHN official files{'' if check_md5 else ' (md5 not checked)'}; "
-             f"train {len(train)}, val {len(val)}, test {len(test)}",
+        f"train {len(train)}, val {len(val)}, test {len(test)}",
     )

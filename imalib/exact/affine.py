@@ -88,7 +88,9 @@ def affine_margin_lower(layers: list[nn.Module], centre: Tensor, half: float, k:
     expanded to first order with a rigorous bound on the rest.
     """
     n = centre.shape[0]
-    device = layers[-1].weight.device
+    last_weight = layers[-1].weight
+    assert isinstance(last_weight, torch.Tensor)
+    device = last_weight.device
     c = centre.to(device=device, dtype=torch.float64)
     g = torch.zeros((n, 2, 2), dtype=torch.float64, device=device)
     g[:, 0, 0] = half

@@ -119,7 +119,7 @@ def build_method(name: str, *, eps: float, norm: str, params: Mapping[str, Any] 
                               f"norm={norm!r}: use norm={allowed[0]!r}")
         kwargs["norm"] = norm
     try:
-        return method_class(name)(**kwargs)  # type: ignore[no-any-return]
+        return method_class(name)(**kwargs)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad parameters for method {name!r}: {error}") from None
 
