@@ -121,7 +121,8 @@ def baseline_frame(rows: dict[float, dict[str, list[float]]]) -> pd.DataFrame:
 
 
 def test_infer_noise_uses_the_baselines_only_and_says_when_the_minimum_is_at_an_edge():
-    paper = pd.DataFrame({0.0: [1.0, 1.0, 1.0, 1.0], 0.3: [0.6, 0.8, 0.8, 0.9]}, index=["ce", "adv0.3", "trades", "ima"])
+    paper = pd.DataFrame({0.0: [1.0, 1.0, 1.0, 1.0], 0.3: [0.6, 0.8, 0.8, 0.9]},
+                         index=["ce", "adv0.3", "trades", "ima"])
     rows = {0.05: {"ce": [0.6, 0.6], "adv0.3": [0.8, 0.8], "trades": [0.79, 0.79], "ima": [0.1, 0.1]},
             0.1: {"ce": [0.5, 0.5], "adv0.3": [0.8, 0.8], "trades": [0.8, 0.8], "ima": [0.9, 0.9]},
             0.2: {"ce": [0.3, 0.3], "adv0.3": [0.7, 0.7], "trades": [0.7, 0.7], "ima": [0.9, 0.9]},

@@ -175,8 +175,8 @@ def missed_in_run(run: Run) -> list[tuple[int, float, int]]:
 def summary(runs: Sequence[Run], records: Sequence[dict[str, Any]], key: str = "accuracy") -> pd.DataFrame:
     """Long table (label, seed, eps, value) of one analysis record per run."""
     rows = []
-    for run, values in zip(runs, records):
-        for eps, value in zip(values["eps"], values[key]):
+    for run, values in zip(runs, records, strict=False):
+        for eps, value in zip(values["eps"], values[key], strict=False):
             rows.append({"label": run.config.label, "seed": run.config.seed, "eps": eps, key: value})
     return pd.DataFrame(rows)
 
@@ -443,7 +443,7 @@ def noise_sweep(sweep: Sequence[Run], missing: Sequence[Any], seed: int) -> Glue
         return (r.config.label, float(dict(r.config.data_params).get("noise", 0.1)), r.config.seed)
 
     def at(record: dict[str, Any], eps: float) -> float:  # accuracy at eps in a record {"eps": [...], "accuracy": [...]}
-        return dict(zip(record["eps"], record["accuracy"]))[eps]
+        return dict(zip(record["eps"], record["accuracy"], strict=False))[eps]
 
     clean_at = {key(r): r.record.accuracy_at(0.0) for r in sweep}
     pgd_at = {key(r): r.record.accuracy_at(hard_eps) for r in sweep}
@@ -559,7 +559,8 @@ def infer_noise(frame: pd.DataFrame, paper: pd.DataFrame, seeds_needed: int,
         raise ValueError(f"no noise level has all of {', '.join(baselines)} with {seeds_needed} seeds: "
                          f"train them first (levels seen: {list(table.index)})")
     best = float(table.loc[complete, "largest over the baselines"].idxmin())
-    return NoiseInference(table, complete, incomplete, best, best in (min(complete), max(complete)) and len(complete) > 1)
+    at_edge = best in (min(complete), max(complete)) and len(complete) > 1
+    return NoiseInference(table, complete, incomplete, best, at_edge)
 
 
 def noise_inference(sweep: Sequence[Run], seeds: Sequence[int]) -> tuple[NoiseInference, Glue]:
@@ -649,7 +650,7 @@ def autoattack_rows(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
         k = list(aa["eps"]).index(eps)
         rows.append({"method": run.config.label, "noise": noise_of(run), "seed": run.config.seed,
                      "PGD": run.record.accuracy_at(eps), "AutoAttack": aa["accuracy"][k],
-                     "worst of both": aa["worst_of_both"][k], "exact": dict(zip(exact["eps"], exact["accuracy"]))[eps]})
+                     "worst of both": aa["worst_of_both"][k], "exact": dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps]})
     return pd.DataFrame(rows, columns=["method", "noise", "seed", "PGD", "AutoAttack", "worst of both", "exact"])
 
 
@@ -657,12 +658,14 @@ def autoattack_summary(rows: pd.DataFrame, order: Sequence[str] = ORDER) -> pd.D
     """Mean ± sd over seeds per (noise, method), and the share of the PGD − exact gap the worst case closes."""
     out = []
     rank = {label: i for i, label in enumerate(order)}
-    for (level, label), group in sorted(rows.groupby(["noise", "method"]), key=lambda kv: (kv[0][0], rank.get(kv[0][1], 99))):
+    groups = sorted(rows.groupby(["noise", "method"]), key=lambda kv: (kv[0][0], rank.get(kv[0][1], 99)))
+    for (level, label), group in groups:
         cells: dict[str, Any] = {"noise": level, "method": label, "seeds": len(group)}
         for column in ("PGD", "AutoAttack", "worst of both", "exact"):
             cells[column] = _mean_sd(list(group[column]))
         gap = float((group["PGD"] - group["exact"]).sum())
-        cells["gap closed"] = f"{float((group['PGD'] - group['worst of both']).sum()) / gap:.0%}" if gap > 0 else "no gap"
+        closed = float((group["PGD"] - group["worst of both"]).sum())
+        cells["gap closed"] = f"{closed / gap:.0%}" if gap > 0 else "no gap"
         out.append(cells)
     return pd.DataFrame(out).set_index(["noise", "method"])
 
@@ -752,7 +755,7 @@ def per_seed_gap(runs: Sequence[Run], label: str, eps: float = 0.3) -> list[floa
     for run in runs:
         if run.config.label == label:
             exact = cached_analysis(run, "exact")
-            out.append(run.record.accuracy_at(eps) - dict(zip(exact["eps"], exact["accuracy"]))[eps])
+            out.append(run.record.accuracy_at(eps) - dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps])
     return out
 
 
@@ -765,7 +768,7 @@ def mma_gap_by_noise(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
         if not runs:
             continue
         pgd = [r.record.accuracy_at(eps) for r in runs]
-        exact = [dict(zip(e["eps"], e["accuracy"]))[eps] for e in (cached_analysis(r, "exact") for r in runs)]
+        exact = [dict(zip(e["eps"], e["accuracy"], strict=False))[eps] for e in (cached_analysis(r, "exact") for r in runs)]
         rows.append({"noise": level, "seeds": len(runs), "MMA PGD − paper": float(np.mean(pgd)) - paper,
                      "MMA exact − paper": float(np.mean(exact)) - paper})
     return pd.DataFrame(rows).set_index("noise").round(3) if rows else pd.DataFrame()
@@ -777,7 +780,7 @@ def rankings_table(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
     for level in sorted({noise_of(r) for r in sweep}):
         runs = [r for r in sweep if noise_of(r) == level]
         frame = pd.DataFrame([{"label": r.config.label, "pgd": r.record.accuracy_at(eps),
-                               "exact": dict(zip(e["eps"], e["accuracy"]))[eps]}
+                               "exact": dict(zip(e["eps"], e["accuracy"], strict=False))[eps]}
                               for r in runs for e in [cached_analysis(r, "exact")]]).groupby("label").mean()
         order_pgd, order_exact = ranking_of(frame["pgd"]), ranking_of(frame["exact"])
         rows.append({"noise": level, "PGD": " > ".join(order_pgd), "exact": " > ".join(order_exact),

@@ -43,7 +43,7 @@ def moons_verdict(results_root: str, seeds: Sequence[int], noise_levels: Sequenc
     for run in runs:
         exact = moons.cached_analysis(run, "exact")
         rows.append({"label": run.config.label, "seed": run.config.seed, "pgd": run.record.accuracy_at(eps),
-                     "exact": dict(zip(exact["eps"], exact["accuracy"]))[eps]})
+                     "exact": dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps]})
     frame = pd.DataFrame(rows)
     grouped = frame.groupby("label")
     return MoonsVerdict(inferred.best, inferred.at_edge, eps, grouped["pgd"].mean(), grouped["pgd"].std(ddof=1),
@@ -81,7 +81,7 @@ def image_verdict(results_root: str, dataset: str, norm: str, profile: str = "cp
     if not records:
         return None
     rows = [{"label": r.label, "seed": r.seed, "eps": e, "accuracy": a}
-            for r in records for e, a in zip(r.eps, r.accuracy)]
+            for r in records for e, a in zip(r.eps, r.accuracy, strict=False)]
     frame = pd.DataFrame(rows)
     accuracy = frame.pivot_table(index="label", columns="eps", values="accuracy", aggfunc="mean")
     n_test = min(r.n_test for r in records)
