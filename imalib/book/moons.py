@@ -547,7 +547,7 @@ def infer_noise(frame: pd.DataFrame, paper: pd.DataFrame, seeds_needed: int,
         seeds = group.groupby("label")["seed"].nunique()
         diff = tables.difference(tables.mean_table(group), paper).abs()
         for label in baselines:
-            row[f"{label}: max |ours − paper|"] = float(diff.loc[label].max()) if label in diff.index else math.nan
+            row[f"{label}: largest abs(ours − paper)"] = float(diff.loc[label].max()) if label in diff.index else math.nan
             row[f"{label} seeds"] = int(seeds.get(label, 0))
         row["largest over the baselines"] = float(diff.max().max())
         row["complete"] = all(row[f"{label} seeds"] >= seeds_needed for label in baselines)
@@ -676,7 +676,8 @@ def autoattack_section(sweep: Sequence[Run], eps: float = 0.3) -> tuple[pd.DataF
     pending = len(sweep) - len(have)
     gap = float((rows["PGD"] - rows["exact"]).sum()) if len(rows) else 0.0
     closed = float((rows["PGD"] - rows["worst of both"]).sum()) / gap if gap > 0 else math.nan
-    return rows, {"m_aa_table": autoattack_summary(rows) if len(rows) else "(no AutoAttack record yet)",
+    shown = autoattack_summary(rows).reset_index().set_index("noise") if len(rows) else "(no AutoAttack record yet)"
+    return rows, {"m_aa_table": shown,
                   "m_aa_runs": len(rows), "m_aa_pending": pending,
                   "m_aa_closed": f"{closed:.0%}" if math.isfinite(closed) else "n/a"}
 
