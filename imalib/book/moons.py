@@ -566,7 +566,11 @@ def infer_noise(frame: pd.DataFrame, paper: pd.DataFrame, seeds_needed: int,
 def noise_inference(sweep: Sequence[Run], seeds: Sequence[int]) -> tuple[NoiseInference, Glue]:
     """:func:`infer_noise` on the sweep's runs, and its glue (the table shown, the chosen level, the edge)."""
     result = infer_noise(tables.results_frame(sweep), tables.paper_frame("moons", "linf"), len(seeds))
-    shown = result.table.drop(columns="complete").copy()
+    seed_columns = [f"{label} seeds" for label in BASELINES]
+    shown = result.table.drop(columns=["complete", *seed_columns]).copy()
+    shown.columns = [c.replace(": largest abs(ours − paper)", "") for c in shown.columns]
+    shown.insert(0, "seeds (" + " / ".join(BASELINES) + ")",
+                 [" / ".join(str(int(result.table.loc[i, c])) for c in seed_columns) for i in result.table.index])
     shown.insert(0, "complete", ["yes" if c else "no" for c in result.table["complete"]])
     largest = result.table.loc[result.best, "largest over the baselines"]
     others = result.table.loc[[c for c in result.complete if c != result.best], "largest over the baselines"]
