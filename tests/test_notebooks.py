@@ -63,7 +63,7 @@ def test_each_chapter_is_one_text_notebook_with_a_jupytext_header_and_parameters
 
 
 def test_a_missing_chapter_is_named_with_the_ones_that_exist(tmp_path):
-    with pytest.raises(FileNotFoundError, match="the chapters are method.md"):
+    with pytest.raises(FileNotFoundError, match="the chapters are verdict.md, method.md"):
         execute("nope", {}, source=tmp_path / "nope.md", target=tmp_path / "nope.ipynb")
 
 
