@@ -11,8 +11,14 @@ import torch
 
 from imalib import tables
 from imalib.book.glue import glue_figure, glue_table, glue_text
-from imalib.book.plots import placeholder, plot_accuracy_curves, plot_margin_histograms
+from imalib.book.plots import (
+    placeholder,
+    plot_accuracy_curves,
+    plot_margin_histograms,
+    plot_paper_curves,
+)
 from imalib.data import DataError, load_splits
+from imalib.data.base import data_root as resolve_data_root
 from imalib.experiments import available
 from imalib.io import load_torch
 from imalib.paper import WHITE_NOISE_ERROR_RATE, paper_table
@@ -27,12 +33,52 @@ def load_margins(run: Run) -> torch.Tensor | None:
 
 
 def data_status(dataset: str, data_root: str | Path | None, data_params: dict[str, Any] | None = None) -> str | None:
-    """None when the dataset loads from the data root, else the loader's message (what is missing, how to get it)."""
+    """None when the dataset loads from the data root, else the loader's message (what is missing, how to get it).
+
+    The data root's own path is written as ``$IMALIB_DATA_ROOT`` so that no machine's path reaches the book.
+    """
     try:
         load_splits(dataset, root=data_root, n_train=8, n_test=8, params=data_params)
     except DataError as error:
-        return str(error)
+        return without_root(str(error), data_root)
     return None
+
+
+def without_root(text: str, data_root: str | Path | None) -> str:
+    """``text`` with the data root's path (absolute or as given) and the loaders' ``<data root>`` placeholder
+    written as ``$IMALIB_DATA_ROOT``: no machine's path reaches the book, and Markdown sees no HTML tag."""
+    root = resolve_data_root(data_root)
+    for form in sorted({str(root.resolve()), str(root)}, key=len, reverse=True):
+        if form not in (".", ""):
+            text = text.replace(form, "$IMALIB_DATA_ROOT")
+    return text.replace("<data root>", "$IMALIB_DATA_ROOT").replace("<", "&lt;")
+
+
+def rising_rows(dataset: str, norm: str) -> dict[str, list[tuple[float, float, float, float]]]:
+    """The paper's rows whose reported accuracy rises from one noise level to the next (a sign of masking).
+
+    label -> [(eps before, eps after, accuracy before, accuracy after), ...], in the table's row order.
+    """
+    table = paper_table(dataset, norm)
+    rising: dict[str, list[tuple[float, float, float, float]]] = {}
+    for row in table.rows:
+        steps = [(table.eps[k], table.eps[k + 1], row.reported[k], row.reported[k + 1])
+                 for k in range(len(table.eps) - 1) if row.reported[k + 1] > row.reported[k]]
+        if steps:
+            rising[row.label] = steps
+    return rising
+
+
+def rising_text(dataset: str, norm: str) -> str:
+    """The paper's rising rows in words: 'trades (0.0371 at 0.04 → 0.0827 at 0.06, ...)', or 'none'."""
+    rising = rising_rows(dataset, norm)
+    if not rising:
+        return "none"
+    parts = []
+    for label, steps in rising.items():
+        shown = ", ".join(f"{a:.4g} at {e0:g} → {b:.4g} at {e1:g}" for e0, e1, a, b in steps)
+        parts.append(f"`{label}` ({shown})")
+    return "; ".join(parts)
 
 
 def scale_caption(dataset: str, profile: str) -> str:
@@ -40,7 +86,7 @@ def scale_caption(dataset: str, profile: str) -> str:
     train = "the full training set" if scale.n_train is None else f"{scale.n_train} training images"
     test = "the full test set" if scale.n_test is None else f"{scale.n_test} test images"
     return (f"profile `{profile}`: {scale.epochs} epochs, batch {scale.batch_size}, {train}, {test}, "
-            f"{scale.eval_steps}-step PGD")
+            f"{scale.eval_steps}-step PGD for evaluation")
 
 
 def table_section(dataset: str, norm: str, profile: str, *, results_root: str | Path, data_root: str | Path | None,
@@ -48,13 +94,15 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
                   data_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Reproduce the paper's table for (dataset, norm) and glue it under the prefix '<dataset>_<norm>_'.
 
-    Glued names: ``caption``, ``status``, ``ours``, ``side``, ``curves``, ``hist``, ``standing``,
+    Glued names: ``caption``, ``status``, ``ours``, ``side``, ``curves``, ``hist``, ``steps``, ``paper_rising``,
     ``missing``, ``rises``. Returns the runs and what is missing.
     """
     key = f"{dataset}_{norm}_"
     number = paper_table(dataset, norm).number
     glue_text(key + "caption", scale_caption(dataset, profile))
     glue_text(key + "table", f"Table {number}")
+    glue_text(key + "steps", f"{SCALES[(dataset, profile)].eval_steps}-step")
+    glue_text(key + "paper_rising", rising_text(dataset, norm))
     configs = table_configs(dataset, norm, profile, seed=seed, data_params=data_params)
     absent = data_status(dataset, data_root, data_params)
     if absent is not None and train_missing:
@@ -69,10 +117,11 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
             "these runs have not been executed at this profile yet"
         glue_text(key + "status", f"**Not reproduced here yet**: no result record exists for {profile} "
                                   f"({reason}). The paper's numbers are shown alone.")
-        for name in ("ours", "side", "standing", "rises"):
+        for name in ("ours", "side", "rises"):
             glue_text(key + name, "(no result records)")
-        for name in ("curves", "hist"):
-            glue_figure(key + name, placeholder("no result records yet"))
+        glue_figure(key + "curves", plot_paper_curves(paper, title=f"{dataset}, {norm}: the paper's Table {number}",
+                                                      xlabel=f"noise level ({norm})"))
+        glue_text(key + "hist", "No IMA or MMA run exists here, so there are no margins to show.")
         return {"runs": [], "missing": missing}
     order = [label for label in paper_table(dataset, norm).labels if any(r.config.label == label for r in runs)]
     frame = tables.results_frame(runs)
@@ -83,7 +132,7 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
                               f"test images an accuracy carries a binomial standard error of up to "
                               f"{0.5 / np.sqrt(n_test):.3f}; differences smaller than about twice that are "
                               f"not resolved at this scale.")
-    glue_table(key + "ours", mean.round(4), index_name="method (ours)")
+    glue_table(key + "ours", mean.round(3), index_name="method (ours)")
     glue_table(key + "side", tables.side_by_side(mean, paper), index_name="method")
     glue_text(key + "rises", int(frame["rises"].sum()))
     fig = plot_accuracy_curves(mean, paper, title=f"{dataset}, {norm}, profile {profile}",
@@ -97,18 +146,7 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
     else:
         fig = placeholder("no IMA or MMA run yet")
     glue_figure(key + "hist", fig)
-    statements = []
-    if "ima" in mean.index:
-        for other in mean.index:
-            if other == "ima":
-                continue
-            wins = int((mean.loc["ima"].iloc[1:] > mean.loc[other].iloc[1:]).sum())
-            statements.append(f"IMA is above {other} at {wins} of {mean.shape[1] - 1} noise levels "
-                              f"(clean: IMA {mean.loc['ima'].iloc[0]:.3f}, {other} {mean.loc[other].iloc[0]:.3f}; "
-                              f"area under the curve: IMA {np.trapezoid(mean.loc['ima'], mean.columns):.4f}, "
-                              f"{other} {np.trapezoid(mean.loc[other], mean.columns):.4f})")
-    glue_text(key + "standing", "; ".join(statements) if statements else "IMA has not been run at this profile yet")
-    return {"runs": runs, "missing": missing, "mean": mean}
+    return {"runs": runs, "missing": missing, "mean": mean, "n_test": n_test}
 
 
 def white_noise_section(runs: list[Run], absent: str | None, data_root: str | Path | None) -> dict[str, Any]:
@@ -121,7 +159,7 @@ def white_noise_section(runs: list[Run], absent: str | None, data_root: str | Pa
     ce = [r for r in runs if r.config.label == "ce"]
     if not (ce and absent is None and all(r.has_weights for r in runs)):
         return {"covid_white": f"not measured: no `ce` record on real data yet (the paper reports {WHITE_NOISE_ERROR_RATE:g})",
-                "covid_examples": placeholder("needs the real CT images")}
+                "covid_examples": "Not drawn: the examples need the real CT images and the trained models."}
     config = ce[0].config
     splits = load_splits("covid", root=data_root, n_train=config.n_train, n_test=config.n_test, seed=config.seed,
                          params=dict(config.data_params))
@@ -134,22 +172,82 @@ def white_noise_section(runs: list[Run], absent: str | None, data_root: str | Pa
             "covid_examples": plot_noisy_examples(shown, x, y, [0.0, 0.05, 0.1, 0.2, 0.3])}
 
 
-def run_costs(results_root: str | Path) -> pd.DataFrame | str:
-    """Mean wall time per (dataset, norm, profile, method) over the result records under ``results_root``."""
+def _cost_rows(results_root: str | Path) -> pd.DataFrame:
     import json
 
     rows = []
     for path in sorted(Path(results_root).glob("*/*/result.json")):
         r = json.loads(path.read_text())
         rows.append({"dataset": r["dataset"], "norm": r["norm"], "profile": r["profile"], "method": r["label"],
-                     "seed": r["seed"], "train min": r["train_seconds"] / 60, "eval min": r["eval_seconds"] / 60,
+                     "seed": r["seed"], "train_seconds": r["train_seconds"], "eval_seconds": r["eval_seconds"],
                      "threads": r["environment"]["torch_threads"], "device": r["environment"]["cuda"] or "cpu"})
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def run_costs(results_root: str | Path) -> pd.DataFrame | str:
+    """Mean wall time per (dataset, norm, profile, method) over the result records under ``results_root``:
+    one row per group, the group's fields as plain columns (no tuples), minutes with two decimals."""
+    frame = _cost_rows(results_root)
     if not len(frame):
         return "no result records yet"
-    return frame.groupby(["dataset", "norm", "profile", "method"]).agg(
-        runs=("seed", "count"), train_min=("train min", "mean"), eval_min=("eval min", "mean"),
-        device=("device", "first"), threads=("threads", "first")).round(2)
+    grouped = frame.groupby(["dataset", "norm", "profile", "method"], sort=True).agg(
+        runs=("seed", "count"), train_min=("train_seconds", "mean"), eval_min=("eval_seconds", "mean"),
+        device=("device", "first"), threads=("threads", "first")).reset_index()
+    grouped["train_min"] = (grouped["train_min"] / 60).round(2)
+    grouped["eval_min"] = (grouped["eval_min"] / 60).round(2)
+    return grouped.set_index("dataset")
+
+
+def cost_totals(results_root: str | Path) -> dict[str, str]:
+    """The summed train + eval time of the committed records, per profile and per dataset at the cpu profile.
+
+    Glue values: ``r_total_<profile>`` (hours, all records of that profile), ``r_total_cpu_<dataset>``
+    (hours), ``r_records`` (how many records). What re-training every row costs on the recorded machine.
+    """
+    frame = _cost_rows(results_root)
+    values = {"r_records": str(len(frame))}
+    if not len(frame):
+        return values | {"r_total_cpu": "0 h (no records)"}
+    frame["hours"] = (frame["train_seconds"] + frame["eval_seconds"]) / 3600
+    for profile, group in frame.groupby("profile"):
+        values[f"r_total_{profile}"] = f"{group['hours'].sum():.1f} h"
+    for dataset, group in frame[frame["profile"] == "cpu"].groupby("dataset"):
+        values[f"r_total_cpu_{dataset}"] = f"{group['hours'].sum():.1f} h ({len(group)} runs)"
+    return values
+
+
+def profile_table() -> pd.DataFrame:
+    """Every profile's numbers (imalib.profiles.SCALES): one row per (dataset, profile)."""
+    rows = [{"dataset": dataset, "profile": profile, "epochs": scale.epochs, "batch": scale.batch_size,
+             "training samples": "all" if scale.n_train is None else scale.n_train,
+             "test samples": "all" if scale.n_test is None else scale.n_test,
+             "evaluation PGD steps": scale.eval_steps, "evaluation batch": scale.eval_batch}
+            for (dataset, profile), scale in SCALES.items()]
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def chapter_parameters(names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Each chapter's papermill parameters as its ``parameters`` cell states them: name, default, comment."""
+    import ast
+
+    from imalib.book.execute import NOTEBOOKS, to_notebook
+
+    folder = Path(__file__).resolve().parents[2] / "notebooks"
+    rows = []
+    for name in names or NOTEBOOKS:
+        notebook = to_notebook(folder / f"{name}.md")
+        cell = next((c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])), None)
+        if cell is None:
+            continue
+        for line in cell.source.splitlines():
+            code, _, comment = line.partition("#")
+            if "=" not in code:
+                continue
+            key, _, value = code.partition("=")
+            ast.parse(value.strip(), mode="eval")   # a parameter's default is one Python expression
+            rows.append({"chapter": name, "parameter": f"`{key.strip()}`", "default": f"`{value.strip()}`",
+                         "meaning": comment.strip()})
+    return pd.DataFrame(rows).set_index("chapter")
 
 
 def benchmark_table(folder: str | Path) -> pd.DataFrame | str:

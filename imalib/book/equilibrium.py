@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_expit
 
+SCALE = 10.0   # the fixed slope of the 1-D model in checks 1-4 (check 5 frees it)
 
-def boundary_loss(shift: float, samples_i: np.ndarray, samples_j: np.ndarray, scale: float = 10.0) -> float:
+
+def boundary_loss(shift: float, samples_i: np.ndarray, samples_j: np.ndarray, scale: float = SCALE) -> float:
     """E(shift): mean -log P_i over class-i noisy samples plus mean -log P_j over class-j ones.
 
     The model is a 1-D two-class logistic classifier whose boundary sits at
@@ -26,12 +28,12 @@ def boundary_loss(shift: float, samples_i: np.ndarray, samples_j: np.ndarray, sc
     return float(loss_i + loss_j)
 
 
-def scan(samples_i: np.ndarray, samples_j: np.ndarray, shifts: np.ndarray, scale: float = 10.0) -> np.ndarray:
+def scan(samples_i: np.ndarray, samples_j: np.ndarray, shifts: np.ndarray, scale: float = SCALE) -> np.ndarray:
     """E at every boundary position in ``shifts``."""
     return np.array([boundary_loss(float(s), samples_i, samples_j, scale) for s in shifts])
 
 
-def probabilities_at(shift: float, points: np.ndarray, scale: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def probabilities_at(shift: float, points: np.ndarray, scale: float = SCALE) -> tuple[np.ndarray, np.ndarray]:
     """(P_i, P_j) of the model with boundary ``shift`` at ``points``."""
     p_i = expit(scale * (shift - np.asarray(points)))
     return p_i, 1.0 - p_i
@@ -40,6 +42,45 @@ def probabilities_at(shift: float, points: np.ndarray, scale: float = 10.0) -> t
 def am_gm_gap(p_i: np.ndarray, p_j: np.ndarray) -> np.ndarray:
     """Eq. (8): -log(P_i P_j) - (-log(((P_i + P_j) / 2)^2)), which must be >= 0 (zero iff P_i = P_j)."""
     return -np.log(p_i * p_j) + np.log(((p_i + p_j) / 2) ** 2)
+
+
+def weighted_loss(shift: float, samples_i: np.ndarray, samples_j: np.ndarray, weight_i: float,
+                  scale: float = SCALE) -> float:
+    """Eqs. (4)-(6) read as what they are, a mixture: ``weight_i`` E[-log P_i] + (1 - ``weight_i``) E[-log P_j],
+    where the weights are the shares of the boundary's noisy samples that come from each class."""
+    loss_i = -log_expit(scale * (shift - np.asarray(samples_i))).mean()
+    loss_j = -log_expit(-scale * (shift - np.asarray(samples_j))).mean()
+    return float(2 * (weight_i * loss_i + (1 - weight_i) * loss_j))
+
+
+def clean_loss(shift: float, clean_i: np.ndarray, clean_j: np.ndarray, scale: float) -> float:
+    """Mean cross-entropy of clean samples of both classes under the 1-D model (boundary ``shift``, slope ``scale``)."""
+    return float(-log_expit(scale * (shift - clean_i)).mean() - log_expit(-scale * (shift - clean_j)).mean())
+
+
+def best_on_grid(loss: Any, shifts: np.ndarray, slopes: np.ndarray) -> tuple[float, float, float]:
+    """(shift, slope, loss) minimising ``loss(shift, slope)`` over the grid."""
+    values = np.array([[loss(float(a), float(b)) for b in slopes] for a in shifts])
+    i, j = np.unravel_index(int(values.argmin()), values.shape)
+    return float(shifts[i]), float(slopes[j]), float(values[i, j])
+
+
+def three_class(samples_1: np.ndarray, samples_2: np.ndarray, third: float, shifts: np.ndarray,
+                scale: float = SCALE) -> dict[str, float]:
+    """A three-class softmax with logits (s(shift - x)/2, -s(shift - x)/2, ``third``) on noisy samples of classes
+    1 and 2 on their boundary B_12: the minimising shift, E there, and the bound (8) there, which with a third
+    class is -log((P_1 + P_2)/2)^2 = 2 log 2 - 2 log(1 - P_3): not a constant."""
+    def probabilities(shift: float, x: np.ndarray) -> np.ndarray:
+        z = np.stack([scale * (shift - x) / 2, -scale * (shift - x) / 2, np.full_like(x, third)], axis=1)
+        z = z - z.max(axis=1, keepdims=True)
+        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+    losses = np.array([-np.log(probabilities(s, samples_1)[:, 0]).mean() - np.log(probabilities(s, samples_2)[:, 1]).mean()
+                       for s in shifts])
+    best = float(shifts[losses.argmin()])
+    p = probabilities(best, np.concatenate([samples_1, samples_2]))
+    bound = float(-np.log(((p[:, 0] + p[:, 1]) / 2) ** 2).mean())
+    return {"shift": best, "loss": float(losses.min()), "bound": bound, "p3": float(p[:, 2].mean())}
 
 
 def checks(seed: int = 0) -> dict[str, Any]:
@@ -63,6 +104,18 @@ def checks(seed: int = 0) -> dict[str, Any]:
     p = rng.uniform(1e-6, 1.0, (2, 100000))
     p = p / np.maximum(p.sum(0), 1.0)                   # any P_i, P_j with P_i + P_j <= 1
     gaps = am_gm_gap(p[0], p[1])
+    # 5. the slope: with it free, the noisy samples alone prefer a flat model; clean samples pin it
+    slopes = np.geomspace(1e-3, 1e3, 121)
+    coarse = np.linspace(-0.2, 0.2, 81)
+    fixed = boundary_loss(best_same, same[:2000], same[2000:])
+    free = best_on_grid(lambda a, b: boundary_loss(a, same[:2000], same[2000:], b), coarse, slopes)
+    clean_i, clean_j = rng.normal(-0.5, 0.1, 2000), rng.normal(0.5, 0.1, 2000)
+    pinned = best_on_grid(lambda a, b: clean_loss(a, clean_i, clean_j, b) +
+                          boundary_loss(a, same[:2000], same[2000:], b), coarse, slopes)
+    # 6. eqs. (4)-(6) as a mixture: three class-i noisy samples for every class-j one on the same boundary
+    weighted = np.array([weighted_loss(float(s), same[:2000], same[2000:], 0.75) for s in shifts])
+    # 7. three classes: the third class's logit changes E and the bound (8) at the minimiser
+    thirds = {third: three_class(same[:2000], same[2000:], third, shifts) for third in (-6.0, -2.0, 0.0, 2.0)}
     return {
         "eq_figure": plot_equilibrium(shifts, losses_same, losses_diff, best_same, best_diff),
         "eq_best_same": format(best_same, "+.4f"),
@@ -73,4 +126,27 @@ def checks(seed: int = 0) -> dict[str, Any]:
         "eq_best_diff": format(best_diff, "+.4f"),
         "eq_min_gap": format(gaps.min(), ".2e"),
         "eq_n_pairs": format(gaps.size, ","),
+        "eq_scale": format(SCALE, "g"),
+        "eq_fixed_loss": format(fixed, ".3f"),
+        "eq_free_slope": format(free[1], ".3g"),
+        "eq_free_loss": format(free[2], ".3f"),
+        "eq_slope_min": format(slopes.min(), "g"),
+        "eq_pinned_slope": format(pinned[1], ".3g"),
+        "eq_pinned_shift": format(pinned[0], "+.3f"),
+        "eq_weighted_best": format(float(shifts[weighted.argmin()]), "+.4f"),
+        "eq_three_table": three_class_table(thirds),
+        "eq_three_shift_max": format(max(abs(t["shift"]) for t in thirds.values()), ".4f"),
+        "eq_three_bound_range": f"{min(t['bound'] for t in thirds.values()):.3f} to "
+                                f"{max(t['bound'] for t in thirds.values()):.3f}",
+        "eq_three_gap_min": format(min(t["loss"] - t["bound"] for t in thirds.values()), ".3f"),
     }
+
+
+def three_class_table(thirds: dict[float, dict[str, float]]) -> Any:
+    """The three-class check as a table: one row per value of the third class's logit."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{"third logit": f"{third:g}", "mean P_3": f"{t['p3']:.3f}",
+                           "minimising shift": f"{t['shift']:+.4f}", "E there": f"{t['loss']:.3f}",
+                           "bound (8) there": f"{t['bound']:.3f}"} for third, t in thirds.items()])
+    return frame.set_index("third logit")

@@ -36,6 +36,37 @@ def to_notebook(source: Path) -> Any:
     return notebook
 
 
+PATH_PARAMETERS = ("results_root", "data_root")
+
+
+def portable(parameters: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """``parameters`` with every path inside the repository made relative to ``cwd`` (the notebook's folder),
+    so that the executed notebooks (and the book) hold no machine's absolute path."""
+    shown = dict(parameters)
+    for key in PATH_PARAMETERS:
+        value = shown.get(key)
+        if isinstance(value, (str, os.PathLike)) and Path(value).is_absolute():
+            path = Path(value).resolve()
+            if path == ROOT or ROOT in path.parents:
+                shown[key] = os.path.relpath(path, cwd.resolve())
+    return shown
+
+
+def hide_injected(path: Path) -> None:
+    """Tag papermill's injected-parameters cell ``remove-cell`` (the book shows the chapter's own parameters)
+    and drop the temporary file names papermill records in the notebook's metadata."""
+    import nbformat
+
+    notebook = nbformat.read(path, 4)
+    for key in ("input_path", "output_path"):
+        notebook.metadata.get("papermill", {}).pop(key, None)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(notebook, path)
+
+
 def execute(name: str, parameters: dict[str, Any], *, source: Path | None = None, target: Path | None = None,
             cwd: Path | None = None) -> Path:
     """Run the chapter ``notebooks/<name>.md`` with ``parameters``; write the executed copy atomically."""
@@ -44,11 +75,13 @@ def execute(name: str, parameters: dict[str, Any], *, source: Path | None = None
     source = source or ROOT / "notebooks" / f"{name}.md"
     target = target or ROOT / "book" / "generated" / f"{name}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
+    cwd = cwd or source.parent
     handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=target.parent)
     os.close(handle)
     try:
-        papermill.execute_notebook(to_notebook(source), tmp, parameters=parameters, cwd=str(cwd or source.parent),
+        papermill.execute_notebook(to_notebook(source), tmp, parameters=portable(parameters, cwd), cwd=str(cwd),
                                    kernel_name="python3", progress_bar=False)
+        hide_injected(Path(tmp))
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

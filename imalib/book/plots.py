@@ -132,6 +132,25 @@ def plot_accuracy_curves(mean: pd.DataFrame, paper: pd.DataFrame | None = None, 
     return fig
 
 
+def plot_paper_curves(paper: pd.DataFrame, *, title: str = "", xlabel: str = "noise level eps") -> Figure:
+    """The paper's reported accuracies against noise level, one dashed line per row, each labelled "(paper)".
+
+    For the chapters whose runs do not exist here: the curves are the paper's numbers, not ours.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    eps = np.array(paper.columns, dtype=float)
+    for label in paper.index:
+        ax.plot(eps, paper.loc[label].to_numpy(dtype=float), "--", marker=marker_of(label), ms=3,
+                color=color_of(label), label=f"{label} (paper)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy reported by the paper")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def plot_margin_histograms(margins: dict[str, torch.Tensor], eps_max: float, bins: int = 30) -> Figure:
     """Histograms of per-sample margin estimates (Figure 9 style), one panel per method."""
     if not margins:
