@@ -102,23 +102,65 @@ def test_table_one_orders_rows_as_the_paper_and_averages_over_seeds():
     assert glue["m_table_side"].loc["ce", 0.3] == "0.550 / 0.606 (-0.056)"
 
 
-def test_closeness_compares_with_the_paper_and_states_the_gap_against_the_seed_spread():
+def test_closeness_reports_monotonicity_and_draws_the_curves():
     _, table = two_seed_table()
     glue = moons.closeness(table, "smoke")
-    assert glue["m_ima_within"] == "no"       # at eps 0.1: 0.94 against the paper's 0.9975, 0.0575 apart
-    assert glue["m_ima_maxdiff"] == "0.058" and glue["m_ima_maxdiff_eps"] == "0.1"
-    assert glue["m_worst_cell"] == "ce at eps 0.1: -0.108"     # 0.89 against 0.9975
-    assert glue["m_cmp_ce"].startswith("ima is above ce by 0.270") and "larger than" in glue["m_cmp_ce"]
-    assert glue["m_cmp_mma"] == "not available" and glue["m_envelope_gap"] == "0.0000" and glue["m_rises"] == 0
+    assert glue["m_envelope_gap"] == "0.0000" and glue["m_rises"] == 0 and "m_curves" in glue
+    assert not any(name.startswith("m_cmp_") for name in glue)    # no machine-written comparison sentences
 
 
-def test_ranking_says_whether_pgd_and_exact_agree():
-    mean = pd.DataFrame({0.0: [1.0, 1.0], 0.3: [0.8, 0.5]}, index=["ima", "ce"])
-    agree = moons.ranking(mean, mean)
-    assert agree["m_rank_pgd"] == "ima > ce" and agree["m_rank_same"] == "the same"
-    assert agree["m_ima_beats"] == "ce" and agree["m_ima_not_beats"] == "none" and agree["m_ima_above_ce_from"] == "0.3"
-    flipped = moons.ranking(mean, pd.DataFrame({0.0: [1.0, 1.0], 0.3: [0.4, 0.5]}, index=["ima", "ce"]))
-    assert flipped["m_rank_exact"] == "ce > ima" and flipped["m_rank_same"] == "a different"
+def baseline_frame(rows: dict[float, dict[str, list[float]]]) -> pd.DataFrame:
+    """A results frame: per noise level, per label, one accuracy per seed at eps 0 and 0.3."""
+    out = []
+    for level, labels in rows.items():
+        for label, values in labels.items():
+            for seed, value in enumerate(values):
+                for eps, acc in ((0.0, 1.0), (0.3, value)):
+                    out.append({"label": label, "seed": seed, "eps": eps, "accuracy": acc, "data_noise": level})
+    return pd.DataFrame(out)
+
+
+def test_infer_noise_uses_the_baselines_only_and_says_when_the_minimum_is_at_an_edge():
+    paper = pd.DataFrame({0.0: [1.0, 1.0, 1.0, 1.0], 0.3: [0.6, 0.8, 0.8, 0.9]},
+                         index=["ce", "adv0.3", "trades", "ima"])
+    rows = {0.05: {"ce": [0.6, 0.6], "adv0.3": [0.8, 0.8], "trades": [0.79, 0.79], "ima": [0.1, 0.1]},
+            0.1: {"ce": [0.5, 0.5], "adv0.3": [0.8, 0.8], "trades": [0.8, 0.8], "ima": [0.9, 0.9]},
+            0.2: {"ce": [0.3, 0.3], "adv0.3": [0.7, 0.7], "trades": [0.7, 0.7], "ima": [0.9, 0.9]},
+            0.025: {"ce": [0.6], "adv0.3": [0.8], "trades": [0.8], "ima": [0.9]}}
+    result = moons.infer_noise(baseline_frame(rows), paper, seeds_needed=2)
+    assert result.best == 0.05 and result.at_edge          # IMA's bad rows at 0.05 do not count
+    assert result.complete == [0.05, 0.1, 0.2] and result.incomplete == [0.025]
+    assert result.table.loc[0.1, "largest over the baselines"] == pytest.approx(0.1)
+    rows[0.025] = {"ce": [0.5, 0.5], "adv0.3": [0.7, 0.7], "trades": [0.8, 0.8]}
+    bracketed = moons.infer_noise(baseline_frame(rows), paper, seeds_needed=2)
+    assert bracketed.best == 0.05 and not bracketed.at_edge
+    with pytest.raises(ValueError, match="no noise level has all of ce, adv0.3, trades with 3 seeds"):
+        moons.infer_noise(baseline_frame(rows), paper, seeds_needed=3)
+
+
+def test_autoattack_summary_measures_the_share_of_the_gap_closed():
+    rows = pd.DataFrame([
+        {"method": "ima", "noise": 0.05, "seed": 0, "PGD": 0.9, "AutoAttack": 0.85, "worst of both": 0.8, "exact": 0.5},
+        {"method": "ima", "noise": 0.05, "seed": 1, "PGD": 0.8, "AutoAttack": 0.8, "worst of both": 0.7, "exact": 0.6},
+        {"method": "ce", "noise": 0.05, "seed": 0, "PGD": 0.5, "AutoAttack": 0.5, "worst of both": 0.5, "exact": 0.5}])
+    table = moons.autoattack_summary(rows)
+    assert table.loc[(0.05, "ima"), "gap closed"] == "33%"   # (0.1 + 0.1) / (0.4 + 0.2)
+    assert table.loc[(0.05, "ce"), "gap closed"] == "no gap" and list(table.index.get_level_values(1)) == ["ima", "ce"]
+
+
+def test_calibration_below_cap_ignores_the_capped_points(tmp_path):
+    runs = []
+    for label, stored in (("ima", [0.3, 0.2, 0.1]), ("mma", [0.5, 0.3, 0.1])):
+        folder = tmp_path / label
+        folder.mkdir()
+        (folder / "analysis-calibration.json").write_text(json.dumps(
+            {"stored": stored, "exact": [0.9, 0.2, 0.05], "eps_max": 0.3, "cap": 0.45}))
+        runs.append(fake_run(label, 0, [1.0, 0.9, 0.8], tmp_path=folder))
+    table = moons.calibration_below_cap(runs)
+    assert table.loc["ima", "share below the cap"] == pytest.approx(2 / 3)       # 0.9 is above the cap
+    assert table.loc["ima", "share over by > 10 %"] == pytest.approx(0.5)        # 0.1 against 0.05
+    assert table.loc["mma", "share over by > 10 %"] == pytest.approx(1.0)        # 0.3 against 0.2, 0.1 against 0.05
+    assert moons.stored_analysis(runs[0], "autoattack") is None                  # read only: nothing computed
 
 
 def test_margin_modes_and_what_ran_read_the_records():

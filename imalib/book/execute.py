@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ("method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")
+NOTEBOOKS = ("verdict", "method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")
 # The chapters that train and evaluate runs, and so take a ``device`` parameter.
 TRAINING_CHAPTERS = ("moons", "fashion_mnist", "svhn", "covid")
 

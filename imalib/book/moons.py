@@ -136,12 +136,14 @@ def _compute(run: Run, name: str) -> dict[str, Any]:
             raise ValueError(f"{run.path} has no margins.pt: only IMA and MMA runs have margins")
         return margin_calibration(run.model, splits_of(run).train, margins, eps_max=config.eps,
                                   method=config.method, seed=config.seed)
-    raise ValueError(f"unknown analysis {name!r}: use exact, pgd-restarts{RESTARTS} or calibration")
+    if name == AUTOATTACK:
+        return autoattack_analysis(run)
+    raise ValueError(f"unknown analysis {name!r}: use exact, pgd-restarts{RESTARTS}, calibration or autoattack")
 
 
 def cached_analysis(run: Run, name: str) -> dict[str, Any]:
     """The book's one cache: the analysis ``name`` of ``run``, read from its run directory or computed and
-    stored there. ``name`` is ``exact``, ``pgd-restarts10`` or ``calibration``."""
+    stored there. ``name`` is ``exact``, ``pgd-restarts10``, ``calibration`` or ``autoattack``."""
     return RunCache(run.path).get(name, lambda: _compute(run, name))
 
 
@@ -173,8 +175,8 @@ def missed_in_run(run: Run) -> list[tuple[int, float, int]]:
 def summary(runs: Sequence[Run], records: Sequence[dict[str, Any]], key: str = "accuracy") -> pd.DataFrame:
     """Long table (label, seed, eps, value) of one analysis record per run."""
     rows = []
-    for run, values in zip(runs, records):
-        for eps, value in zip(values["eps"], values[key]):
+    for run, values in zip(runs, records, strict=False):
+        for eps, value in zip(values["eps"], values[key], strict=False):
             rows.append({"label": run.config.label, "seed": run.config.seed, "eps": eps, key: value})
     return pd.DataFrame(rows)
 
@@ -240,19 +242,6 @@ def sweep_summary(clean: dict[Key, float], pgd: dict[Key, float], exact: dict[Ke
     return {"table": pd.DataFrame(rows).set_index("method"), "worst": worst, "rankings": rankings}
 
 
-def compare(mean: pd.DataFrame, std: pd.DataFrame, a: str, b: str) -> str:
-    """One sentence: is ``a`` above ``b`` at the largest noise level, and is the gap larger than the seed spread?"""
-    last = mean.columns[-1]
-    if a not in mean.index or b not in mean.index:
-        return "not available"
-    d = mean.loc[a, last] - mean.loc[b, last]
-    spread = float(np.hypot(std.loc[a, last], std.loc[b, last]))
-    verdict = "above" if d > 0 else "below"
-    size = "larger" if abs(d) > spread else "not larger"
-    return (f"{a} is {verdict} {b} by {abs(d):.3f} ({a} {mean.loc[a, last]:.3f}, {b} {mean.loc[b, last]:.3f}); "
-            f"the gap is {size} than the combined seed spread ({spread:.3f})")
-
-
 # ---------------------------------------------------------------------------------- the runs of the chapter
 def table_runs(profile: str, seeds: Sequence[int], methods: list[str] | None, noise: float, *,
                method_params: dict[str, dict[str, Any]] | None = None, **where: Any
@@ -304,25 +293,15 @@ def table_one(runs: Sequence[Run], missing: Sequence[Any], profile: str, noise: 
 
 
 def closeness(table: TableOne, profile: str) -> Glue:
-    """How close Table 1 is to the paper's, the paper's ordering at the largest eps, monotonicity, the curves."""
-    mean, std, frame, order = table.mean, table.std, table.frame, table.order
-    diff = tables.difference(mean, table.paper)
-    within = diff.abs() <= 0.05
-    ima_ok = bool(within.loc["ima"].all()) if "ima" in within.index else False
-    worst = diff.abs().stack().idxmax() if len(diff) else None
+    """Monotonicity of the measured curves, the monotone envelope's gap, and the curves beside the paper's."""
+    frame, order = table.frame, table.order
     envelope_gap = float((tables.mean_table(frame, "accuracy", order)
                           - tables.mean_table(frame, "envelope", order)).abs().max().max())
     return {
-        "m_ima_within": "yes" if ima_ok else "no",
-        "m_ima_maxdiff": format(float(diff.loc["ima"].abs().max()) if "ima" in diff.index else float("nan"), ".3f"),
-        "m_ima_maxdiff_eps": format(float(diff.loc["ima"].abs().idxmax()) if "ima" in diff.index else float("nan"),
-                                    "g"),
-        "m_worst_cell": f"{worst[0]} at eps {worst[1]:g}: {diff.loc[worst]:+.3f}" if worst else "n/a",
-        "m_cmp_mma": compare(mean, std, "ima", "mma"), "m_cmp_ce": compare(mean, std, "ima", "ce"),
-        "m_cmp_adv": compare(mean, std, "ima", "adv0.3"), "m_cmp_trades": compare(mean, std, "ima", "trades"),
         "m_envelope_gap": format(envelope_gap, ".4f"),
         "m_rises": int(frame["rises"].sum()),
-        "m_curves": plot_accuracy_curves(mean, table.paper, std=std, title=f"Moons, L-inf, profile {profile}"),
+        "m_curves": plot_accuracy_curves(table.mean, table.paper, std=table.std,
+                                         title=f"Moons, L-inf, profile {profile}"),
     }
 
 
@@ -464,7 +443,7 @@ def noise_sweep(sweep: Sequence[Run], missing: Sequence[Any], seed: int) -> Glue
         return (r.config.label, float(dict(r.config.data_params).get("noise", 0.1)), r.config.seed)
 
     def at(record: dict[str, Any], eps: float) -> float:  # accuracy at eps in a record {"eps": [...], "accuracy": [...]}
-        return dict(zip(record["eps"], record["accuracy"]))[eps]
+        return dict(zip(record["eps"], record["accuracy"], strict=False))[eps]
 
     clean_at = {key(r): r.record.accuracy_at(0.0) for r in sweep}
     pgd_at = {key(r): r.record.accuracy_at(hard_eps) for r in sweep}
@@ -485,40 +464,13 @@ def noise_sweep(sweep: Sequence[Run], missing: Sequence[Any], seed: int) -> Glue
         "m_sweep": report["table"],
         "m_sweep_missing": "none" if not missing else f"{len(missing)} runs (" + ", ".join(
             sorted({f'noise {c.data_params[0][1]}' for c in missing})) + ")",
-        "m_sweep_rankings": "; ".join(report["rankings"]),
+        "m_sweep_rankings": rankings_table(sweep, hard_eps),
         "m_sweep_gap": f"{pgd_at[worst] - exact_at[worst]:.3f} ({worst[0]}, noise {worst[1]:g}, seed {worst[2]}: "
                        f"PGD {pgd_at[worst]:.3f}, exact {exact_at[worst]:.3f})",
         "m_sweep_gap_offset": f"{float(offsets.median()):.3f}" if len(worst_missed) else "n/a",
         "m_sweep_gap_fig": fig,
         "m_ce_clean": "; ".join(f"noise {k:g}: {v:.4f}" for k, v in ce_clean.items()),
     }
-
-
-def ranking(mean: pd.DataFrame, exact_mean: pd.DataFrame) -> Glue:
-    """The methods ranked at the largest eps by PGD and by exact accuracy, and where IMA stands."""
-    last_eps = mean.columns[-1]
-    rank_pgd = list(mean[last_eps].sort_values(ascending=False).index)
-    rank_exact = list(exact_mean[last_eps].sort_values(ascending=False).index)
-    glue: Glue = {
-        "m_rank_pgd": " > ".join(rank_pgd), "m_rank_exact": " > ".join(rank_exact),
-        "m_rank_same": "the same" if rank_pgd == rank_exact else "a different",
-        "m_rank_verdict": "too small to change which method ranks above which at this noise level"
-        if rank_pgd == rank_exact else "large enough to change the ranking at this noise level",
-    }
-    others = ("mma", "trades", "adv0.3", "ce")
-    if "ima" in mean.index:
-        beaten = [m for m in others if m in mean.index and mean.loc["ima", last_eps] > mean.loc[m, last_eps]]
-        not_beaten = [m for m in others if m in mean.index and m not in beaten]
-        glue["m_ima_beats"] = ", ".join(beaten) if beaten else "none of the other methods"
-        glue["m_ima_not_beats"] = ", ".join(not_beaten) if not_beaten else "none"
-    else:
-        glue["m_ima_beats"] = glue["m_ima_not_beats"] = "(IMA not among the selected methods)"
-    if "ima" in mean.index and "ce" in mean.index:
-        above_ce = [e for e in mean.columns if all(mean.loc["ima", f] > mean.loc["ce", f] for f in mean.columns if f >= e)]
-        glue["m_ima_above_ce_from"] = f"{min(above_ce):g}" if above_ce else "nowhere"
-    else:
-        glue["m_ima_above_ce_from"] = "(not measured: IMA or ce not selected)"
-    return glue
 
 
 def what_ran(runs: Sequence[Run]) -> Glue:
@@ -551,3 +503,331 @@ def bpgd_example(run: Run, eps: float, profile: str) -> Glue:
     return {"bpgd_figure": plot_bpgd(run.model, x[pick:pick + 1], y[pick:pick + 1], eps),
             "bpgd_found_share": format(float(result.found[correct].float().mean()), ".3f"),
             "bpgd_eps": format(eps, "g"), "bpgd_profile": profile}
+
+
+# --------------------------------------------------------------------- the noise level the baselines pin down
+BASELINES = ("ce", "adv0.3", "trades")   # the rows that do not depend on IMA or MMA
+
+
+def noise_of(run: Run) -> float:
+    """The make_moons noise a run trained on."""
+    return float(dict(run.config.data_params).get("noise", 0.1))
+
+
+@dataclass(frozen=True)
+class NoiseInference:
+    """Which make_moons noise the paper's baseline rows are consistent with.
+
+    ``table``: one row per measured level, the largest |ours − paper| over eps (mean of seeds, the paper's
+    PGD) of each baseline row and overall, and the seeds measured per row. ``complete``: the levels where
+    every baseline has ``seeds_needed`` seeds; only they compete. ``best``: the minimiser among them;
+    ``at_edge``: it is the smallest or largest complete level, so the minimum is not bracketed.
+    """
+
+    table: pd.DataFrame
+    complete: list[float]
+    incomplete: list[float]
+    best: float
+    at_edge: bool
+
+
+def infer_noise(frame: pd.DataFrame, paper: pd.DataFrame, seeds_needed: int,
+                baselines: Sequence[str] = BASELINES) -> NoiseInference:
+    """Pick the noise level whose baseline rows lie closest to the paper's (minimax over eps and rows).
+
+    ``frame`` is :func:`imalib.tables.results_frame` of runs at several levels (column ``data_noise``);
+    IMA and MMA rows in it are ignored, so the choice cannot favour either.
+    """
+    if "data_noise" not in frame.columns or not len(frame):
+        raise ValueError("infer_noise needs result rows with a make_moons noise (column data_noise): "
+                         "pass the runs of the noise sweep")
+    rows = []
+    for level, group in frame[frame["label"].isin(baselines)].groupby("data_noise"):
+        row: dict[str, Any] = {"noise": float(level)}
+        seeds = group.groupby("label")["seed"].nunique()
+        diff = tables.difference(tables.mean_table(group), paper).abs()
+        for label in baselines:
+            row[f"{label}: largest abs(ours − paper)"] = float(diff.loc[label].max()) if label in diff.index else math.nan
+            row[f"{label} seeds"] = int(seeds.get(label, 0))
+        row["largest over the baselines"] = float(diff.max().max())
+        row["complete"] = all(row[f"{label} seeds"] >= seeds_needed for label in baselines)
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("noise").sort_index()
+    complete = [float(v) for v in table.index[table["complete"]]]
+    incomplete = [float(v) for v in table.index[~table["complete"]]]
+    if not complete:
+        raise ValueError(f"no noise level has all of {', '.join(baselines)} with {seeds_needed} seeds: "
+                         f"train them first (levels seen: {list(table.index)})")
+    best = float(table.loc[complete, "largest over the baselines"].idxmin())
+    at_edge = best in (min(complete), max(complete)) and len(complete) > 1
+    return NoiseInference(table, complete, incomplete, best, at_edge)
+
+
+def noise_inference(sweep: Sequence[Run], seeds: Sequence[int]) -> tuple[NoiseInference, Glue]:
+    """:func:`infer_noise` on the sweep's runs, and its glue (the table shown, the chosen level, the edge)."""
+    result = infer_noise(tables.results_frame(sweep), tables.paper_frame("moons", "linf"), len(seeds))
+    seed_columns = [f"{label} seeds" for label in BASELINES]
+    shown = result.table.drop(columns=["complete", *seed_columns]).copy()
+    shown.columns = [c.replace(": largest abs(ours − paper)", "") for c in shown.columns]
+    shown.insert(0, "seeds (" + " / ".join(BASELINES) + ")",
+                 [" / ".join(str(int(result.table.loc[i, c])) for c in seed_columns) for i in result.table.index])
+    shown.insert(0, "complete", ["yes" if c else "no" for c in result.table["complete"]])
+    largest = result.table.loc[result.best, "largest over the baselines"]
+    others = result.table.loc[[c for c in result.complete if c != result.best], "largest over the baselines"]
+    return result, {
+        "m_infer_table": shown.round(4).rename_axis("make_moons noise"),
+        "m_infer_best": format(result.best, "g"),
+        "m_infer_best_gap": format(float(largest), ".3f"),
+        "m_infer_next_gap": format(float(others.min()), ".3f") if len(others) else "n/a",
+        "m_infer_levels": ", ".join(format(v, "g") for v in result.complete),
+        "m_infer_incomplete": "none" if not result.incomplete else ", ".join(format(v, "g") for v in result.incomplete),
+        "m_infer_edge": ("the smallest measured level, so the minimum is not bracketed: a smaller noise may fit "
+                         "the paper better still" if result.best == min(result.complete) else
+                         "the largest measured level, so the minimum is not bracketed")
+        if result.at_edge else "inside the measured range, so the minimum is bracketed",
+    }
+
+
+# --------------------------------------------------------------------- headline: PGD, exact, the rankings
+def headline(table: TableOne, exact_mean: pd.DataFrame, eps: float = 0.3) -> Glue:
+    """The first screen: PGD beside the paper, the exact accuracy, the ranking under each at ``eps``."""
+    side = tables.side_by_side(table.mean, table.paper)
+    side.columns = [f"{e:g} PGD / paper (diff)" for e in side.columns]
+    at = pd.DataFrame({"paper": table.paper[eps], "PGD (ours)": table.mean[eps],
+                       "± sd": table.std[eps], "exact (ours)": exact_mean[eps]}).reindex(table.order).round(3)
+    at["PGD − exact"] = (at["PGD (ours)"] - at["exact (ours)"]).round(3)
+    return {"m_head_side": side.rename_axis("method"), "m_head_03": at.rename_axis("method"),
+            "m_rank_paper": " > ".join(ranking_of(table.paper[eps].reindex(table.order))),
+            "m_rank_pgd": " > ".join(ranking_of(table.mean[eps])),
+            "m_rank_exact": " > ".join(ranking_of(exact_mean[eps]))}
+
+
+def ranking_of(values: pd.Series) -> list[str]:
+    """Labels from the highest value to the lowest."""
+    return list(values.dropna().sort_values(ascending=False, kind="stable").index)
+
+
+# --------------------------------------------------------------------------------- AutoAttack, read only
+AUTOATTACK = "autoattack"
+
+
+def autoattack_analysis(run: Run) -> dict[str, Any]:
+    """APGD-CE + FAB on the run's test set at every eval eps, with the worst case of it and the stored PGD.
+
+    This is what ``analysis-autoattack.json`` holds; the book never calls it (it only reads the caches), the
+    lead's batch job does, through :func:`cached_analysis` (``name="autoattack"``).
+    """
+    from imalib.autoattack import evaluate_autoattack, worst_case
+    from imalib.evaluate import RobustnessResult
+
+    config = run.config
+    test = splits_of(run).test
+    x, y = test.x, test.y
+    res = evaluate_autoattack(run.model, x, y, norm=config.norm, eps_list=list(config.eval_eps), clip=None,
+                              num_classes=2, seed=0)
+    pgd_robust = load_torch(Path(run.path) / "robust.pt").bool()
+    pgd = RobustnessResult(eps=tuple(config.eval_eps), robust=pgd_robust, norm=config.norm, seconds=0.0)
+    both = worst_case(pgd, res.robustness)
+    aa = res.robustness.robust
+    k_all = range(len(config.eval_eps))
+    return {"attack": "autoattack", "settings": res.settings.to_dict(), "eps": list(config.eval_eps),
+            "accuracy": res.robustness.accuracy, "worst_of_both": both.accuracy,
+            "broken_by_autoattack_only": [(pgd_robust[k] & ~aa[k]).nonzero().squeeze(1).tolist() for k in k_all],
+            "broken_by_pgd_only": [(~pgd_robust[k] & aa[k]).nonzero().squeeze(1).tolist() for k in k_all],
+            "seconds": res.robustness.seconds}
+
+
+def stored_analysis(run: Run, name: str) -> dict[str, Any] | None:
+    """The analysis ``name`` of ``run`` if its record is stored, else None (never computes)."""
+    path = RunCache(run.path).path(name)
+    return dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def autoattack_rows(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
+    """Per run with a stored AutoAttack record: PGD, AutoAttack, worst of both and exact accuracy at ``eps``."""
+    rows = []
+    for run in sweep:
+        aa = stored_analysis(run, AUTOATTACK)
+        exact = stored_analysis(run, "exact")
+        if aa is None or exact is None:
+            continue
+        k = list(aa["eps"]).index(eps)
+        rows.append({"method": run.config.label, "noise": noise_of(run), "seed": run.config.seed,
+                     "PGD": run.record.accuracy_at(eps), "AutoAttack": aa["accuracy"][k],
+                     "worst of both": aa["worst_of_both"][k], "exact": dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps]})
+    return pd.DataFrame(rows, columns=["method", "noise", "seed", "PGD", "AutoAttack", "worst of both", "exact"])
+
+
+def autoattack_summary(rows: pd.DataFrame, order: Sequence[str] = ORDER) -> pd.DataFrame:
+    """Mean ± sd over seeds per (noise, method), and the share of the PGD − exact gap the worst case closes."""
+    out = []
+    rank = {label: i for i, label in enumerate(order)}
+    groups = sorted(rows.groupby(["noise", "method"]), key=lambda kv: (kv[0][0], rank.get(kv[0][1], 99)))
+    for (level, label), group in groups:
+        cells: dict[str, Any] = {"noise": level, "method": label, "seeds": len(group)}
+        for column in ("PGD", "AutoAttack", "worst of both", "exact"):
+            cells[column] = _mean_sd(list(group[column]))
+        gap = float((group["PGD"] - group["exact"]).sum())
+        closed = float((group["PGD"] - group["worst of both"]).sum())
+        cells["gap closed"] = f"{closed / gap:.0%}" if gap > 0 else "no gap"
+        out.append(cells)
+    return pd.DataFrame(out).set_index(["noise", "method"])
+
+
+def autoattack_section(sweep: Sequence[Run], eps: float = 0.3) -> tuple[pd.DataFrame, Glue]:
+    rows = autoattack_rows(sweep, eps)
+    have = {(r.config.label, noise_of(r), r.config.seed) for r in sweep if stored_analysis(r, AUTOATTACK)}
+    pending = len(sweep) - len(have)
+    gap = float((rows["PGD"] - rows["exact"]).sum()) if len(rows) else 0.0
+    closed = float((rows["PGD"] - rows["worst of both"]).sum()) / gap if gap > 0 else math.nan
+    shown = autoattack_summary(rows).reset_index().set_index("noise") if len(rows) else "(no AutoAttack record yet)"
+    return rows, {"m_aa_table": shown,
+                  "m_aa_runs": len(rows), "m_aa_pending": pending,
+                  "m_aa_closed": f"{closed:.0%}" if math.isfinite(closed) else "n/a"}
+
+
+# ------------------------------------------------------------------------ margin calibration below the cap
+def calibration_points(runs: Sequence[Run]) -> pd.DataFrame:
+    """Per training point of the calibration records (IMA, MMA): stored margin, exact distance, method, seed.
+
+    Read only: runs without a stored ``analysis-calibration.json`` are skipped.
+    """
+    rows = []
+    for run in runs:
+        if run.config.label not in ("ima", "mma"):
+            continue
+        cal = stored_analysis(run, "calibration")
+        if cal is None:
+            continue
+        rows.append(pd.DataFrame({"method": run.config.label, "seed": run.config.seed,
+                                  "stored": cal["stored"], "exact": cal["exact"], "eps_max": cal["eps_max"]}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["method", "seed", "stored", "exact", "eps_max"])
+
+
+def calibration_below_cap(runs: Sequence[Run]) -> pd.DataFrame:
+    """On the points whose exact distance lies in (0, eps_max), where no cap can hide an error: per method the
+    share of points there, the median stored / exact ratio and the shares over- and underestimated by 10 %."""
+    points = calibration_points(runs)
+    out = []
+    for method, group in points.groupby("method"):
+        below = group[(group["exact"] > 0) & (group["exact"] < group["eps_max"])]
+        ratio = below["stored"] / below["exact"]
+        out.append({"method": method, "points": len(group), "share below the cap": len(below) / len(group),
+                    "median stored / exact": float(ratio.median()),
+                    "share over by > 10 %": float((ratio > 1.1).mean()),
+                    "share under by > 10 %": float((ratio < 0.9).mean())})
+    return pd.DataFrame(out).set_index("method") if out else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------------- the numbers findings quote
+PARAMS: dict[str, Any] = {}   # filled below: the Moons chapter's papermill parameters
+
+
+def _params() -> dict[str, Any]:
+    from imalib.checks import NOTEBOOK_SPEC
+
+    return {**NOTEBOOK_SPEC, "noise": (float, None), "detail_noise": float}
+
+
+PARAMS.update(_params())
+
+
+def findings(table: TableOne, exact_mean: pd.DataFrame, eps: float = 0.3) -> Glue:
+    """The values the chapter's finding sentences quote at ``eps`` (glued as ``m_f_*``): IMA's lead under PGD,
+    its seed spread, its rank under the exact evaluation, and each method's PGD − exact gap."""
+    pgd, sd, ex = table.mean[eps], table.std[eps], exact_mean[eps]
+    gap = (pgd - ex).reindex(table.order)
+    others = [label for label in table.order if label != "ima"]
+    runner = max(others, key=lambda label: pgd[label]) if others else "ima"
+    exact_order = ranking_of(ex)
+    next_gap = max((label for label in others), key=lambda label: gap[label]) if others else "ima"
+    return {"m_f_ima_pgd": f"{pgd['ima']:.3f}", "m_f_ima_sd": f"{sd['ima']:.3f}", "m_f_runner": runner,
+            "m_f_runner_pgd": f"{pgd[runner]:.3f}", "m_f_lead": f"{pgd['ima'] - pgd[runner]:.3f}",
+            "m_f_ima_exact": f"{ex['ima']:.3f}", "m_f_ima_exact_rank": exact_order.index("ima") + 1,
+            "m_f_n": len(exact_order), "m_f_exact_first": exact_order[0],
+            "m_f_exact_first_value": f"{ex[exact_order[0]]:.3f}", "m_f_ima_gap": f"{gap['ima']:.3f}",
+            "m_f_next_gap_label": next_gap, "m_f_next_gap": f"{gap[next_gap]:.3f}",
+            "m_f_mma_diff": f"{pgd['mma'] - table.paper.loc['mma', eps]:+.3f}",
+            "m_f_mma_exact_diff": f"{ex['mma'] - table.paper.loc['mma', eps]:+.3f}",
+            "m_f_trades_clean": f"{table.mean.loc['trades', 0.0]:.3f}",
+            "m_f_trades_clean_paper": f"{table.paper.loc['trades', 0.0]:.3f}"}
+
+
+def per_seed_gap(runs: Sequence[Run], label: str, eps: float = 0.3) -> list[float]:
+    """PGD − exact at ``eps`` for each seed's ``label`` run (the exact records are read through the cache)."""
+    out = []
+    for run in runs:
+        if run.config.label == label:
+            exact = cached_analysis(run, "exact")
+            out.append(run.record.accuracy_at(eps) - dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps])
+    return out
+
+
+def mma_gap_by_noise(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
+    """Our MMA minus the paper's at ``eps`` at every noise level, under PGD and exactly (means over seeds)."""
+    paper = tables.paper_frame("moons", "linf").loc["mma", eps]
+    rows = []
+    for level in sorted({noise_of(r) for r in sweep}):
+        runs = [r for r in sweep if noise_of(r) == level and r.config.label == "mma"]
+        if not runs:
+            continue
+        pgd = [r.record.accuracy_at(eps) for r in runs]
+        exact = [dict(zip(e["eps"], e["accuracy"], strict=False))[eps] for e in (cached_analysis(r, "exact") for r in runs)]
+        rows.append({"noise": level, "seeds": len(runs), "MMA PGD − paper": float(np.mean(pgd)) - paper,
+                     "MMA exact − paper": float(np.mean(exact)) - paper})
+    return pd.DataFrame(rows).set_index("noise").round(3) if rows else pd.DataFrame()
+
+
+def rankings_table(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
+    """Per noise level, the methods ordered by mean accuracy at ``eps`` under PGD and exactly."""
+    rows = []
+    for level in sorted({noise_of(r) for r in sweep}):
+        runs = [r for r in sweep if noise_of(r) == level]
+        frame = pd.DataFrame([{"label": r.config.label, "pgd": r.record.accuracy_at(eps),
+                               "exact": dict(zip(e["eps"], e["accuracy"], strict=False))[eps]}
+                              for r in runs for e in [cached_analysis(r, "exact")]]).groupby("label").mean()
+        order_pgd, order_exact = ranking_of(frame["pgd"]), ranking_of(frame["exact"])
+        rows.append({"noise": level, "PGD": " > ".join(order_pgd), "exact": " > ".join(order_exact),
+                     "same order": "yes" if order_pgd == order_exact else "no"})
+    return pd.DataFrame(rows).set_index("noise")
+
+
+def middle_line(runs: Sequence[Run]) -> pd.DataFrame:
+    """Is the boundary on the "middle line"? Per method (IMA, MMA) with calibration records: the median exact
+    distance to the boundary of each class's training points (pooled over seeds) and their ratio (1: centred)."""
+    rows = []
+    for run in runs:
+        cal = stored_analysis(run, "calibration") if run.config.label in ("ima", "mma") else None
+        if cal is None:
+            continue
+        y = splits_of(run).train.y[:len(cal["exact"])].numpy()
+        rows.append(pd.DataFrame({"method": run.config.label, "class": y, "exact": cal["exact"]}))
+    if not rows:
+        return pd.DataFrame()
+    points = pd.concat(rows, ignore_index=True)
+    medians = points.groupby(["method", "class"])["exact"].median().unstack("class")
+    medians.columns = [f"median distance, class {c}" for c in medians.columns]
+    medians["ratio (smaller / larger)"] = medians.min(axis=1) / medians.max(axis=1)
+    return medians.round(3)
+
+
+def ablations(profile: str, seeds: Sequence[int], noise: float, table_frame: pd.DataFrame, **where: Any) -> Glue:
+    """Algorithm 2 as written against fused, and the paper's margin step against the authors' code's, at one
+    noise level (the runs are trained when missing and ``where`` allows it)."""
+    runs, _ = table_runs(profile, seeds, None, noise, **where)
+    fused, _ = table_runs(profile, seeds, ["ima"], noise, method_params={"ima": {"margin_mode": "fused"}}, **where)
+    delta, delta_missing = table_runs(profile, seeds, ["ima"], noise, method_params={"ima": {"delta": 0.03}}, **where)
+    frame = tables.results_frame(runs)
+    return {**margin_modes(runs, fused), **margin_step(runs, delta, delta_missing, frame)}
+
+
+def checker(profile: str) -> Callable[..., None]:
+    """:func:`imalib.book.findings.check` for the profiles whose records the chapter's sentences describe;
+    at ``smoke`` (seconds of training, numbers that mean nothing) a check that only evaluates nothing."""
+    from imalib.book.findings import check
+
+    def unchecked(condition: bool, claim: str, **numbers: object) -> None:
+        del condition, claim, numbers
+
+    return unchecked if profile == "smoke" else check
