@@ -18,18 +18,27 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _API: dict[str, str] = {
-    "BoundaryResult": "imalib.attacks", "bpgd": "imalib.attacks", "ddn": "imalib.attacks", "pgd": "imalib.attacks",
+    "BoundaryResult": "imalib.attacks",
+    "bpgd": "imalib.attacks",
+    "ddn": "imalib.attacks",
+    "pgd": "imalib.attacks",
     "trades_kl_attack": "imalib.attacks",
-    "CheckpointError": "imalib.errors", "ConfigError": "imalib.errors", "DataError": "imalib.errors",
+    "CheckpointError": "imalib.errors",
+    "ConfigError": "imalib.errors",
+    "DataError": "imalib.errors",
     "TrainingDiverged": "imalib.errors",
     "RunConfig": "imalib.config",
-    "RobustnessResult": "imalib.evaluate", "evaluate_robustness": "imalib.evaluate",
+    "RobustnessResult": "imalib.evaluate",
+    "evaluate_robustness": "imalib.evaluate",
     "MarginStore": "imalib.margins",
     "build_method": "imalib.methods",
     "build_model": "imalib.models",
     "table_configs": "imalib.profiles",
-    "ResultRecord": "imalib.records", "collect": "imalib.records",
-    "Run": "imalib.runs", "load_run": "imalib.runs", "run_experiment": "imalib.runs",
+    "ResultRecord": "imalib.records",
+    "collect": "imalib.records",
+    "Run": "imalib.runs",
+    "load_run": "imalib.runs",
+    "run_experiment": "imalib.runs",
     "fit": "imalib.train",
 }
 

@@ -25,8 +25,9 @@ import importlib.metadata
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -62,9 +63,18 @@ class AutoAttackSettings:
     warnings: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, object]:
-        return {"version": self.version, "attacks": list(self.attacks), "norm": self.norm, "n_iter": self.n_iter,
-                "n_restarts": self.n_restarts, "n_target_classes": self.n_target_classes, "seed": self.seed,
-                "package": self.package, "box": self.box, "warnings": list(self.warnings)}
+        return {
+            "version": self.version,
+            "attacks": list(self.attacks),
+            "norm": self.norm,
+            "n_iter": self.n_iter,
+            "n_restarts": self.n_restarts,
+            "n_target_classes": self.n_target_classes,
+            "seed": self.seed,
+            "package": self.package,
+            "box": self.box,
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass(frozen=True)
@@ -145,14 +155,18 @@ def evaluate_autoattack(
     if version == "standard" and attacks is not None:
         raise ValueError("attacks= goes with version='custom'; the standard version fixes its own set")
     if version == "standard" and num_classes < 4:
-        raise ValueError(f"version='standard' needs 4+ classes (its targeted DLR loss); this model has "
-                         f"{num_classes}: use version='custom' (APGD-CE + FAB)")
+        raise ValueError(
+            f"version='standard' needs 4+ classes (its targeted DLR loss); this model has "
+            f"{num_classes}: use version='custom' (APGD-CE + FAB)"
+        )
     chosen = tuple(attacks) if attacks is not None else custom_attacks(num_classes)
     needs = {"apgd-dlr": 3, "fab-t": 3, "apgd-t": 4}
     short = [a for a in chosen if num_classes < needs.get(a, 2)]
     if short:
-        raise ValueError(f"attacks {short} need {max(needs[a] for a in short)}+ classes (DLR or targeted "
-                         f"losses); this model has {num_classes}: use ('apgd-ce', 'fab')")
+        raise ValueError(
+            f"attacks {short} need {max(needs[a] for a in short)}+ classes (DLR or targeted "
+            f"losses); this model has {num_classes}: use ('apgd-ce', 'fab')"
+        )
     began = time.perf_counter()
     eps_max = max([float(e) for e in eps_list] + [0.0])
     low, scale, box = _box(x, clip, eps_max)
@@ -178,16 +192,24 @@ def evaluate_autoattack(
         for k, eps in levels:
             level_began = time.perf_counter()
             if bar is not None:
-                bar.set_postfix_str(f"eps {eps:g}: {'+'.join(chosen) if version == 'custom' else 'standard set'} "
-                                    f"on {int(robust[k].sum())} images")
+                bar.set_postfix_str(
+                    f"eps {eps:g}: {'+'.join(chosen) if version == 'custom' else 'standard set'} "
+                    f"on {int(robust[k].sum())} images"
+                )
             alive = robust[k].nonzero().squeeze(1)
             if alive.numel() == 0:
                 if bar is not None:
                     bar.update(1)
                 continue
-            adversary = AutoAttack(wrapped, norm=_PACKAGE_NORM[norm], eps=eps / scale, seed=seed + k,
-                                   version=version, attacks=None if version == "standard" else list(chosen),
-                                   device=x.device)
+            adversary = AutoAttack(
+                wrapped,
+                norm=_PACKAGE_NORM[norm],
+                eps=eps / scale,
+                seed=seed + k,
+                version=version,
+                attacks=None if version == "standard" else list(chosen),
+                device=x.device,
+            )
             adversary.verbose = False
             if version == "custom":
                 adversary.apgd.n_restarts = restarts
@@ -209,14 +231,26 @@ def evaluate_autoattack(
     if bar is not None:
         bar.close()
     settings = AutoAttackSettings(
-        version=version, attacks=used, norm=norm, n_iter=100,
+        version=version,
+        attacks=used,
+        norm=norm,
+        n_iter=100,
         n_restarts=restarts if version == "custom" else 1,
-        n_target_classes=targets if version == "custom" else 9, seed=seed,
-        package=f"pyautoattack {importlib.metadata.version('pyautoattack')}", box=box, warnings=tuple(caught))
-    result = RobustnessResult(eps=tuple(float(e) for e in eps_list), robust=robust.cpu(), norm=norm,
-                              seconds=time.perf_counter() - began)
-    return AutoAttackResult(robustness=result, settings=settings, level_seconds=tuple(level_seconds),
-                            adversarial=tuple(adversarial) if keep_adversarial else ())
+        n_target_classes=targets if version == "custom" else 9,
+        seed=seed,
+        package=f"pyautoattack {importlib.metadata.version('pyautoattack')}",
+        box=box,
+        warnings=tuple(caught),
+    )
+    result = RobustnessResult(
+        eps=tuple(float(e) for e in eps_list), robust=robust.cpu(), norm=norm, seconds=time.perf_counter() - began
+    )
+    return AutoAttackResult(
+        robustness=result,
+        settings=settings,
+        level_seconds=tuple(level_seconds),
+        adversarial=tuple(adversarial) if keep_adversarial else (),
+    )
 
 
 def worst_case(*results: RobustnessResult) -> RobustnessResult:
@@ -226,11 +260,12 @@ def worst_case(*results: RobustnessResult) -> RobustnessResult:
     first = results[0]
     for other in results[1:]:
         if other.eps != first.eps or other.robust.shape != first.robust.shape or other.norm != first.norm:
-            raise ValueError(f"cannot combine results over different eps, images or norms: {first.eps} "
-                             f"{tuple(first.robust.shape)} {first.norm} vs {other.eps} "
-                             f"{tuple(other.robust.shape)} {other.norm}")
+            raise ValueError(
+                f"cannot combine results over different eps, images or norms: {first.eps} "
+                f"{tuple(first.robust.shape)} {first.norm} vs {other.eps} "
+                f"{tuple(other.robust.shape)} {other.norm}"
+            )
     robust = first.robust.clone()
     for other in results[1:]:
         robust &= other.robust
-    return RobustnessResult(eps=first.eps, robust=robust, norm=first.norm,
-                            seconds=sum(r.seconds for r in results))
+    return RobustnessResult(eps=first.eps, robust=robust, norm=first.norm, seconds=sum(r.seconds for r in results))

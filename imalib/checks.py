@@ -48,6 +48,7 @@ NOTEBOOK_SPEC: dict[str, Any] = {
     "data_params": (dict, None),
 }
 
+
 def _is_spec(item: Any) -> bool:
     """Whether ``item`` describes a type (rather than being a literal allowed value)."""
     if item is None or isinstance(item, type) or item is Any:
@@ -132,8 +133,11 @@ def _normalise(value: Any, spec: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         if spec is float:
             return float(value)
-        if (typing.get_origin(spec) in (typing.Union, types.UnionType) and float in typing.get_args(spec)
-                and int not in typing.get_args(spec)):
+        if (
+            typing.get_origin(spec) in (typing.Union, types.UnionType)
+            and float in typing.get_args(spec)
+            and int not in typing.get_args(spec)
+        ):
             return float(value)
     return value
 
@@ -157,8 +161,7 @@ def check_notebook_params(params: Mapping[str, Any], spec: Mapping[str, Any] | N
     spec = NOTEBOOK_SPEC if spec is None else spec
     unknown = sorted(set(params) - set(spec))
     if unknown:
-        raise ConfigError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; allowed: "
-                          f"{', '.join(spec)}")
+        raise ConfigError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(spec)}")
     return {name: check_value("notebook parameter", name, value, spec[name]) for name, value in params.items()}
 
 

@@ -35,8 +35,14 @@ from imalib.methods import METHODS
 # imports what it runs.
 
 # The failures a user can cause (or fix) without touching the code: reported in one line, exit status 2.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError, TrainingDiverged,
-                                                     OSError, ValueError)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    TrainingDiverged,
+    OSError,
+    ValueError,
+)
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 SUBCOMMAND_MODULES = {"sweep": "imalib.sweep", "reproduce": "imalib.reproduce"}
@@ -91,10 +97,14 @@ def _default_eps(rows: Sequence[RunConfig], dataset: str, norm: str, method: str
     if len(values) == 1:
         return values[0]
     if not values:
-        raise ConfigError(f"method {method!r} has no row in the paper's {dataset}/{norm} table, so it has no "
-                          f"default eps: give one with --eps")
-    raise ConfigError(f"method {method!r} has several rows in the paper's {dataset}/{norm} table (eps "
-                      f"{', '.join(f'{v:g}' for v in values)}): choose one with --eps")
+        raise ConfigError(
+            f"method {method!r} has no row in the paper's {dataset}/{norm} table, so it has no "
+            f"default eps: give one with --eps"
+        )
+    raise ConfigError(
+        f"method {method!r} has several rows in the paper's {dataset}/{norm} table (eps "
+        f"{', '.join(f'{v:g}' for v in values)}): choose one with --eps"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -139,11 +149,11 @@ def check_output(root: Path) -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise NotADirectoryError(f"cannot write results under {root}: {probe} is a file, not a directory; "
-                                 f"choose another --output")
+        raise NotADirectoryError(
+            f"cannot write results under {root}: {probe} is a file, not a directory; choose another --output"
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write results under {root}: {probe} is not writable; "
-                              f"choose another --output")
+        raise PermissionError(f"cannot write results under {root}: {probe} is not writable; choose another --output")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -154,8 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.device = _check_device(args.device)
     root = Path(args.output)
     check_output(root)
-    path = train_run(config, results_root=root, data_root=args.data_root, device=args.device,
-                     progress=not args.quiet)
+    path = train_run(config, results_root=root, data_root=args.data_root, device=args.device, progress=not args.quiet)
     print(path)
     return 0
 
@@ -180,12 +189,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--aa-version and --n-images go with --attack autoattack")
     if args.attack == "autoattack":
         return _evaluate_autoattack(path, args)
-    record = evaluate_run(path, data_root=args.data_root, device=args.device,
-                          autoattack=None if args.attack == "default" else False, progress=not args.quiet)
-    print(f"{record.label} on {record.dataset}/{record.norm} (profile {record.profile}, "
-          f"seed {record.seed}, n_test {record.n_test}): {path}")
-    print(load_robustness(path).to_frame().to_string(index=False, formatters={
-        "eps": lambda v: f"{v:g}", "accuracy": lambda v: f"{v:.4f}", "envelope": lambda v: f"{v:.4f}"}))
+    record = evaluate_run(
+        path,
+        data_root=args.data_root,
+        device=args.device,
+        autoattack=None if args.attack == "default" else False,
+        progress=not args.quiet,
+    )
+    print(
+        f"{record.label} on {record.dataset}/{record.norm} (profile {record.profile}, "
+        f"seed {record.seed}, n_test {record.n_test}): {path}"
+    )
+    print(
+        load_robustness(path)
+        .to_frame()
+        .to_string(
+            index=False,
+            formatters={"eps": lambda v: f"{v:g}", "accuracy": lambda v: f"{v:.4f}", "envelope": lambda v: f"{v:.4f}"},
+        )
+    )
     return 0
 
 
@@ -199,24 +221,46 @@ def _evaluate_autoattack(path: Path, args: argparse.Namespace) -> int:
     if args.n_images is not None and args.n_images < 1:
         raise ConfigError(f"--n-images {args.n_images} must be at least 1")
     if not (path / RESULT_FILE).exists() and args.aa_version == "custom" and args.n_images is None:
-        record = evaluate_run(path, data_root=args.data_root, device=args.device, autoattack=True,
-                              progress=not args.quiet)
+        record = evaluate_run(
+            path, data_root=args.data_root, device=args.device, autoattack=True, progress=not args.quiet
+        )
     else:
         if not (path / RESULT_FILE).exists():
-            evaluate_run(path, data_root=args.data_root, device=args.device, autoattack=False,
-                         progress=not args.quiet)
-        record = add_autoattack(path, version=args.aa_version, n_images=args.n_images, data_root=args.data_root,
-                                device=args.device, progress=not args.quiet)
+            evaluate_run(path, data_root=args.data_root, device=args.device, autoattack=False, progress=not args.quiet)
+        record = add_autoattack(
+            path,
+            version=args.aa_version,
+            n_images=args.n_images,
+            data_root=args.data_root,
+            device=args.device,
+            progress=not args.quiet,
+        )
     entry = record.autoattack if args.aa_version == "custom" else record.autoattack_standard
     assert entry is not None
-    print(f"{record.label} on {record.dataset}/{record.norm} (profile {record.profile}, seed {record.seed}): "
-          f"AutoAttack {args.aa_version} ({'+'.join(entry.settings['attacks'])}) on {entry.n_images} test "
-          f"images, {entry.seconds:.0f} s: {path}")
-    frame = pd.DataFrame({"eps": entry.eps, "pgd": entry.pgd_accuracy, "autoattack": entry.accuracy,
-                          "worst_of_both": entry.worst_of_both, "seconds": entry.level_seconds})
-    print(frame.to_string(index=False, formatters={"eps": lambda v: f"{v:g}", "seconds": lambda v: f"{v:.0f}",
-                                                   **{c: (lambda v: f"{v:.4f}") for c in
-                                                      ("pgd", "autoattack", "worst_of_both")}}))
+    print(
+        f"{record.label} on {record.dataset}/{record.norm} (profile {record.profile}, seed {record.seed}): "
+        f"AutoAttack {args.aa_version} ({'+'.join(entry.settings['attacks'])}) on {entry.n_images} test "
+        f"images, {entry.seconds:.0f} s: {path}"
+    )
+    frame = pd.DataFrame(
+        {
+            "eps": entry.eps,
+            "pgd": entry.pgd_accuracy,
+            "autoattack": entry.accuracy,
+            "worst_of_both": entry.worst_of_both,
+            "seconds": entry.level_seconds,
+        }
+    )
+    print(
+        frame.to_string(
+            index=False,
+            formatters={
+                "eps": lambda v: f"{v:g}",
+                "seconds": lambda v: f"{v:.0f}",
+                **{c: (lambda v: f"{v:.4f}") for c in ("pgd", "autoattack", "worst_of_both")},
+            },
+        )
+    )
     return 0
 
 
@@ -233,8 +277,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     records = collect(root, dataset=args.dataset, norm=args.norm)
     if not records:
         which = " ".join(f"{k}={v}" for k, v in (("dataset", args.dataset), ("norm", args.norm)) if v)
-        raise FileNotFoundError(f"no result.json under {root}{' for ' + which if which else ''}; "
-                                f"run 'imalib train' and 'imalib evaluate' first")
+        raise FileNotFoundError(
+            f"no result.json under {root}{' for ' + which if which else ''}; "
+            f"run 'imalib train' and 'imalib evaluate' first"
+        )
     for number, (caption, frame) in enumerate(report_tables(records)):
         if number:
             print()
@@ -245,70 +291,123 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_selection(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """The flags that name one run: dataset, method, norm, eps, profile, seed and overrides."""
-    parser.add_argument("--dataset", required=required, metavar="{" + ",".join(DATASETS) + "}",
-                        help="the dataset (section 3 of the paper)")
-    parser.add_argument("--method", required=required, metavar="{" + ",".join(METHODS) + "}",
-                        help="the training method")
-    parser.add_argument("--norm", default="linf", metavar="{" + ",".join(NORMS) + "}",
-                        help="the noise norm (default: linf)")
-    parser.add_argument("--eps", type=float, default=None,
-                        help="training eps (eps_max for ima/mma/trades/ddn); default: the paper's table value "
-                             "for that method when there is only one")
-    parser.add_argument("--profile", default="cpu", metavar="{" + ",".join(PROFILES) + "}",
-                        help="the scale: smoke (seconds), cpu (minutes, reduced) or paper (default: cpu)")
+    parser.add_argument(
+        "--dataset",
+        required=required,
+        metavar="{" + ",".join(DATASETS) + "}",
+        help="the dataset (section 3 of the paper)",
+    )
+    parser.add_argument(
+        "--method", required=required, metavar="{" + ",".join(METHODS) + "}", help="the training method"
+    )
+    parser.add_argument(
+        "--norm", default="linf", metavar="{" + ",".join(NORMS) + "}", help="the noise norm (default: linf)"
+    )
+    parser.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="training eps (eps_max for ima/mma/trades/ddn); default: the paper's table value "
+        "for that method when there is only one",
+    )
+    parser.add_argument(
+        "--profile",
+        default="cpu",
+        metavar="{" + ",".join(PROFILES) + "}",
+        help="the scale: smoke (seconds), cpu (minutes, reduced) or paper (default: cpu)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the run's seed (default: 0)")
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's number of epochs")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                        help="override the profile's batch size")
-    parser.add_argument("--n-train", dest="n_train", type=int, default=None,
-                        help="override the profile's number of training samples")
-    parser.add_argument("--n-test", dest="n_test", type=int, default=None,
-                        help="override the profile's number of test samples")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a method parameter, e.g. beta=0.5 or margin_mode=fused (repeatable)")
+    parser.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=None, help="override the profile's batch size"
+    )
+    parser.add_argument(
+        "--n-train", dest="n_train", type=int, default=None, help="override the profile's number of training samples"
+    )
+    parser.add_argument(
+        "--n-test", dest="n_test", type=int, default=None, help="override the profile's number of test samples"
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method parameter, e.g. beta=0.5 or margin_mode=fused (repeatable)",
+    )
     parser.add_argument("--output", default="results", metavar="DIR", help="the results root (default: results)")
-    parser.add_argument("--data-root", dest="data_root", default=None, metavar="DIR",
-                        help="the data root (default: $IMALIB_DATA_ROOT, else data/)")
-    parser.add_argument("--device", default="auto",
-                        help="torch device: auto (CUDA if available, else cpu), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
+        "--data-root",
+        dest="data_root",
+        default=None,
+        metavar="DIR",
+        help="the data root (default: $IMALIB_DATA_ROOT, else data/)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (CUDA if available, else cpu), cpu, cuda or cuda:N (default: auto)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its three subcommands."""
     parser = argparse.ArgumentParser(
-        prog="imalib", description="Increasing-Margin Adversarial (IMA) training: train, evaluate, report.")
+        prog="imalib", description="Increasing-Margin Adversarial (IMA) training: train, evaluate, report."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,report,sweep,reproduce}")
 
-    train = commands.add_parser("train", help="train one run into its run directory (resumes if interrupted)",
-                                description="Train one configuration into <output>/<dataset>/<label>-<norm>-<hash>/ "
-                                            "and print that directory. An interrupted run resumes from its "
-                                            "last epoch's checkpoint.")
+    train = commands.add_parser(
+        "train",
+        help="train one run into its run directory (resumes if interrupted)",
+        description="Train one configuration into <output>/<dataset>/<label>-<norm>-<hash>/ "
+        "and print that directory. An interrupted run resumes from its "
+        "last epoch's checkpoint.",
+    )
     _add_selection(train, required=True)
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a trained run and write its result.json",
-                                   description="Run the paper's PGD evaluation on a trained run, given as a "
-                                               "directory or by the same flags as train; prints the accuracy "
-                                               "per eps.")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a trained run and write its result.json",
+        description="Run the paper's PGD evaluation on a trained run, given as a "
+        "directory or by the same flags as train; prints the accuracy "
+        "per eps.",
+    )
     evaluate.add_argument("run_dir", nargs="?", default=None, help="a run directory printed by 'imalib train'")
     _add_selection(evaluate, required=False)
-    evaluate.add_argument("--attack", choices=("default", "pgd", "autoattack"), default="default",
-                          help="default: the paper's PGD, then AutoAttack where the profile says so (image "
-                               "datasets at cpu and paper); pgd: PGD only; autoattack: add or refresh AutoAttack "
-                               "in the run's record, keeping its PGD numbers (needs the weights)")
-    evaluate.add_argument("--aa-version", dest="aa_version", choices=("custom", "standard"), default="custom",
-                          help="custom: APGD-CE + APGD-T (FAB for two classes), one restart; standard: the "
-                               "package's full set, stored as a separate entry (default: custom)")
-    evaluate.add_argument("--n-images", dest="n_images", type=int, default=None,
-                          help="with --aa-version standard: attack only this many test images (drawn with the "
-                               "run's seed)")
+    evaluate.add_argument(
+        "--attack",
+        choices=("default", "pgd", "autoattack"),
+        default="default",
+        help="default: the paper's PGD, then AutoAttack where the profile says so (image "
+        "datasets at cpu and paper); pgd: PGD only; autoattack: add or refresh AutoAttack "
+        "in the run's record, keeping its PGD numbers (needs the weights)",
+    )
+    evaluate.add_argument(
+        "--aa-version",
+        dest="aa_version",
+        choices=("custom", "standard"),
+        default="custom",
+        help="custom: APGD-CE + APGD-T (FAB for two classes), one restart; standard: the "
+        "package's full set, stored as a separate entry (default: custom)",
+    )
+    evaluate.add_argument(
+        "--n-images",
+        dest="n_images",
+        type=int,
+        default=None,
+        help="with --aa-version standard: attack only this many test images (drawn with the run's seed)",
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    report = commands.add_parser("report", help="print the tables of all evaluated runs",
-                                 description="Read every result.json under the results root and print one table "
-                                             "per (dataset, norm, profile): methods as rows, eps as columns.")
+    report = commands.add_parser(
+        "report",
+        help="print the tables of all evaluated runs",
+        description="Read every result.json under the results root and print one table "
+        "per (dataset, norm, profile): methods as rows, eps as columns.",
+    )
     report.add_argument("--output", default="results", metavar="DIR", help="the results root (default: results)")
     report.add_argument("--dataset", default=None, metavar="{" + ",".join(DATASETS) + "}", help="only this dataset")
     report.add_argument("--norm", default=None, metavar="{" + ",".join(NORMS) + "}", help="only this norm")

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -49,12 +50,15 @@ def resolve_device(device: str | torch.device | None = AUTO) -> torch.device:
         raise ConfigError(f"device={device!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device={str(device)!r} was asked for but CUDA is not available here (no GPU, or a "
-                              f"driver too old for torch {torch.__version__}): use --device cpu or --device auto")
+            raise ConfigError(
+                f"device={str(device)!r} was asked for but CUDA is not available here (no GPU, or a "
+                f"driver too old for torch {torch.__version__}): use --device cpu or --device auto"
+            )
         count = torch.cuda.device_count()
         if resolved.index is not None and resolved.index >= count:
-            raise ConfigError(f"device={str(device)!r}: this machine has {count} CUDA device(s): use cuda:0 to "
-                              f"cuda:{count - 1}")
+            raise ConfigError(
+                f"device={str(device)!r}: this machine has {count} CUDA device(s): use cuda:0 to cuda:{count - 1}"
+            )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device={str(device)!r} was asked for but MPS is not available here: use --device cpu")
     return resolved
@@ -106,12 +110,18 @@ def environment() -> dict[str, Any]:
 
     cuda = torch.cuda.is_available()
     record: dict[str, Any] = {
-        "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-        "sklearn": sklearn.__version__, "machine": platform.machine(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch dispatches to
         "cuda": torch.cuda.get_device_name(0) if cuda else None,
-        "cuda_version": torch.version.cuda, "cudnn_version": torch.backends.cudnn.version() if cuda else None,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
         "evaluation_tf32": False,
     }
     record.update(numerics_flags())
@@ -126,5 +136,4 @@ def free_cuda_bytes(device: torch.device) -> int | None:
     return int(free)
 
 
-__all__ = ["AUTO", "device_name", "environment", "exact_float32", "free_cuda_bytes", "numerics_flags",
-           "resolve_device"]
+__all__ = ["AUTO", "device_name", "environment", "exact_float32", "free_cuda_bytes", "numerics_flags", "resolve_device"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -50,8 +51,9 @@ class RobustnessResult:
 
     def to_frame(self, **labels: Any) -> pd.DataFrame:
         """A tidy table: one row per eps with accuracy, envelope, the rise flag and ``labels``."""
-        frame = pd.DataFrame({"eps": list(self.eps), "accuracy": self.accuracy, "envelope": self.envelope,
-                              "rises": self.rises})
+        frame = pd.DataFrame(
+            {"eps": list(self.eps), "accuracy": self.accuracy, "envelope": self.envelope, "rises": self.rises}
+        )
         for key, value in labels.items():
             frame.insert(0, key, value)
         return frame
@@ -72,19 +74,19 @@ def _bar(show: bool, total: int, attack: str, eps: list[float]) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=attack, unit="image", leave=False,
-                postfix=f"eps {', '.join(f'{e:g}' for e in eps)}")
+    return tqdm(total=total, desc=attack, unit="image", leave=False, postfix=f"eps {', '.join(f'{e:g}' for e in eps)}")
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     """Predicted labels in eval mode, in batches."""
     with frozen_eval(model):
-        return torch.cat([model(x[i:i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)])
+        return torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)])
 
 
-def stack_rows(batch_size: int, n_levels: int, *, bytes_per_row: int | None = None,
-               budget_bytes: int | None = None) -> int:
+def stack_rows(
+    batch_size: int, n_levels: int, *, bytes_per_row: int | None = None, budget_bytes: int | None = None
+) -> int:
     """How many (level, sample) rows one stacked PGD call takes: ``batch_size`` per noise level, cut to the budget.
 
     Without a budget (the CPU) every level's batch runs in one call, as the
@@ -169,14 +171,45 @@ def evaluate_robustness(
     if max_stack is not None and max_stack <= 0:
         raise ValueError(f"max_stack={max_stack} must be a positive number of rows (or None)")
     with exact_float32():
-        return _evaluate(model, x, y, norm=norm, eps_list=eps_list, steps=steps, step_fraction=step_fraction,
-                         losses=losses, restarts=restarts, clip=clip, batch_size=batch_size, seed=seed, fast=fast,
-                         max_stack=max_stack, memory_fraction=memory_fraction, progress=progress)
+        return _evaluate(
+            model,
+            x,
+            y,
+            norm=norm,
+            eps_list=eps_list,
+            steps=steps,
+            step_fraction=step_fraction,
+            losses=losses,
+            restarts=restarts,
+            clip=clip,
+            batch_size=batch_size,
+            seed=seed,
+            fast=fast,
+            max_stack=max_stack,
+            memory_fraction=memory_fraction,
+            progress=progress,
+        )
 
 
-def _evaluate(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps_list: Sequence[float], steps: int,
-              step_fraction: float, losses: Sequence[str], restarts: int, clip: Clip, batch_size: int, seed: int,
-              fast: bool, max_stack: int | None, memory_fraction: float, progress: bool) -> RobustnessResult:
+def _evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: Norm,
+    eps_list: Sequence[float],
+    steps: int,
+    step_fraction: float,
+    losses: Sequence[str],
+    restarts: int,
+    clip: Clip,
+    batch_size: int,
+    seed: int,
+    fast: bool,
+    max_stack: int | None,
+    memory_fraction: float,
+    progress: bool,
+) -> RobustnessResult:
     began = time.perf_counter()
     clean = predict(model, x) == y
     alive = clean.unsqueeze(0).repeat(len(eps_list), 1)
@@ -185,8 +218,12 @@ def _evaluate(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps_list: S
     if stack is None:
         free = free_cuda_bytes(x.device)
         budget = None if free is None else int(memory_fraction * free)
-        stack = stack_rows(batch_size, len(levels), budget_bytes=budget,
-                           bytes_per_row=measure_bytes_per_row(model, x, y) if budget is not None else None)
+        stack = stack_rows(
+            batch_size,
+            len(levels),
+            budget_bytes=budget,
+            bytes_per_row=measure_bytes_per_row(model, x, y) if budget is not None else None,
+        )
     for a, loss in enumerate(losses):
         for r in range(restarts):
             # Every (noise level, sample) pair still to attack, with its random start drawn from the generator
@@ -196,7 +233,7 @@ def _evaluate(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps_list: S
             for k in levels:
                 targets = alive[k].nonzero().squeeze(1) if fast else clean.nonzero().squeeze(1)
                 for start in range(0, targets.numel(), batch_size):
-                    chunk = targets[start:start + batch_size]
+                    chunk = targets[start : start + batch_size]
                     generator = _seeded(seed, k, a, r, start, device=x.device)
                     keys.append(torch.full_like(chunk, k))
                     rows.append(chunk)
@@ -208,14 +245,25 @@ def _evaluate(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps_list: S
             bar = _bar(progress, row.numel(), f"PGD-{loss} {norm}", [float(eps_list[k]) for k in levels])
             for s in range(0, row.numel(), stack):
                 part = slice(s, s + stack)
-                x_adv, seen = pgd_tracked(model, x[row[part]], y[row[part]], radius[part], norm=norm, steps=steps,
-                                          step_size=radius[part] * step_fraction, loss=loss, clip=clip,
-                                          delta_init=init[part], stop_on_success=fast)
+                x_adv, seen = pgd_tracked(
+                    model,
+                    x[row[part]],
+                    y[row[part]],
+                    radius[part],
+                    norm=norm,
+                    steps=steps,
+                    step_size=radius[part] * step_fraction,
+                    loss=loss,
+                    clip=clip,
+                    delta_init=init[part],
+                    stop_on_success=fast,
+                )
                 broken = seen | (predict(model, x_adv) != y[row[part]])
                 alive[key[part][broken], row[part][broken]] = False
                 if bar is not None:
                     bar.update(int(row[part].numel()))
             if bar is not None:
                 bar.close()
-    return RobustnessResult(eps=tuple(float(e) for e in eps_list), robust=alive.cpu(), norm=norm,
-                            seconds=time.perf_counter() - began)
+    return RobustnessResult(
+        eps=tuple(float(e) for e in eps_list), robust=alive.cpu(), norm=norm, seconds=time.perf_counter() - began
+    )

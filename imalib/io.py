@@ -46,8 +46,10 @@ def load_torch(path: Path) -> Any:
     except FileNotFoundError:
         raise
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise CheckpointError(f"{path} is corrupted or not a weights-only checkpoint ({type(error).__name__}); "
-                              f"delete it to start that run again") from None
+        raise CheckpointError(
+            f"{path} is corrupted or not a weights-only checkpoint ({type(error).__name__}); "
+            f"delete it to start that run again"
+        ) from None
 
 
 def load_state(model: torch.nn.Module, state: Any, source: Path) -> None:
@@ -56,5 +58,6 @@ def load_state(model: torch.nn.Module, state: Any, source: Path) -> None:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{source} holds weights of another model ({first}); check the dataset, "
-                              f"or delete the file to train again") from None
+        raise CheckpointError(
+            f"{source} holds weights of another model ({first}); check the dataset, or delete the file to train again"
+        ) from None

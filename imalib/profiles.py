@@ -58,9 +58,17 @@ def autoattack_by_default(dataset: str, profile: str) -> bool:
     return scale is not None and scale.autoattack
 
 
-def table_configs(dataset: str, norm: str, profile: str, *, seed: int = 0, methods: list[str] | None = None,
-                  method_params: dict[str, dict[str, Any]] | None = None,
-                  data_params: dict[str, Any] | None = None, **overrides: Any) -> list[RunConfig]:
+def table_configs(
+    dataset: str,
+    norm: str,
+    profile: str,
+    *,
+    seed: int = 0,
+    methods: list[str] | None = None,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    data_params: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> list[RunConfig]:
     """One RunConfig per row of the paper's table for (dataset, norm) at ``profile``.
 
     ``methods`` keeps only rows whose label ('ima', 'adv0.3', ...) or method name
@@ -70,18 +78,32 @@ def table_configs(dataset: str, norm: str, profile: str, *, seed: int = 0, metho
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r} is not supported: use one of {', '.join(PROFILES)}")
     if (dataset, norm) not in TABLES:
-        raise ConfigError(f"the paper has no table for dataset={dataset!r} with norm={norm!r}; available: "
-                          f"{', '.join(f'{d}/{n}' for d, n in TABLES)}")
+        raise ConfigError(
+            f"the paper has no table for dataset={dataset!r} with norm={norm!r}; available: "
+            f"{', '.join(f'{d}/{n}' for d, n in TABLES)}"
+        )
     scale = SCALES[(dataset, profile)]
     table = TABLES[(dataset, norm)]
     configs = []
     for row in table.rows:
         values: dict[str, Any] = dict(
-            dataset=dataset, method=row.method, norm=norm, eps=row.eps, profile=profile, seed=seed,
-            epochs=scale.epochs, batch_size=scale.batch_size, n_train=scale.n_train, n_test=scale.n_test,
-            eval_steps=scale.eval_steps, eval_batch=scale.eval_batch, eval_eps=table.eps,
-            optimizer=row.optimizer, weight_decay=row.weight_decay,
-            method_params=(method_params or {}).get(row.method, {}), data_params=data_params or {},
+            dataset=dataset,
+            method=row.method,
+            norm=norm,
+            eps=row.eps,
+            profile=profile,
+            seed=seed,
+            epochs=scale.epochs,
+            batch_size=scale.batch_size,
+            n_train=scale.n_train,
+            n_test=scale.n_test,
+            eval_steps=scale.eval_steps,
+            eval_batch=scale.eval_batch,
+            eval_eps=table.eps,
+            optimizer=row.optimizer,
+            weight_decay=row.weight_decay,
+            method_params=(method_params or {}).get(row.method, {}),
+            data_params=data_params or {},
         )
         values.update(overrides)
         config = RunConfig.from_dict(values)

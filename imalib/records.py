@@ -26,15 +26,18 @@ def _take(values: dict[str, Any], name: str, kind: type | tuple[type, ...], wher
         raise ConfigError(f"{where} has no {name!r}; delete it to evaluate that run again")
     value = values.pop(name)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
-        raise ConfigError(f"{where}: {name}={value!r} has type {type(value).__name__}; delete it to evaluate "
-                          f"that run again")
+        raise ConfigError(
+            f"{where}: {name}={value!r} has type {type(value).__name__}; delete it to evaluate that run again"
+        )
     return value
 
 
 def _no_extra(values: dict[str, Any], where: str) -> None:
     if values:
-        raise ConfigError(f"{where} has unknown fields {sorted(values)} (written by another imalib version?); "
-                          f"delete it to evaluate that run again")
+        raise ConfigError(
+            f"{where} has unknown fields {sorted(values)} (written by another imalib version?); "
+            f"delete it to evaluate that run again"
+        )
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,11 @@ class MarginSummary:
     @classmethod
     def from_json(cls, values: Mapping[str, Any], where: str = "margins") -> MarginSummary:
         rest = dict(values)
-        out = cls(_take(rest, "mean", (int, float), where), tuple(_take(rest, "counts", list, where)),
-                  tuple(_take(rest, "edges", list, where)))
+        out = cls(
+            _take(rest, "mean", (int, float), where),
+            tuple(_take(rest, "counts", list, where)),
+            tuple(_take(rest, "edges", list, where)),
+        )
         _no_extra(rest, where)
         return out
 
@@ -152,30 +158,46 @@ class AutoAttackEntry:
     def __post_init__(self) -> None:
         n = len(self.eps)
         if not len(self.accuracy) == len(self.worst_of_both) == len(self.pgd_accuracy) == len(self.level_seconds) == n:
-            raise ConfigError("autoattack entry: eps, accuracy, worst_of_both, pgd_accuracy and level_seconds "
-                              "differ in length; run 'imalib evaluate --attack autoattack RUN_DIR' again")
+            raise ConfigError(
+                "autoattack entry: eps, accuracy, worst_of_both, pgd_accuracy and level_seconds "
+                "differ in length; run 'imalib evaluate --attack autoattack RUN_DIR' again"
+            )
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any], where: str = "autoattack") -> AutoAttackEntry:
         if not isinstance(values, Mapping):
-            raise ConfigError(f"{where} is not an AutoAttack entry; run 'imalib evaluate --attack autoattack "
-                              f"RUN_DIR' again")
+            raise ConfigError(
+                f"{where} is not an AutoAttack entry; run 'imalib evaluate --attack autoattack RUN_DIR' again"
+            )
         rest = dict(values)
-        series = {name: tuple(_take(rest, name, list, where))
-                  for name in ("eps", "accuracy", "worst_of_both", "pgd_accuracy", "level_seconds")}
+        series = {
+            name: tuple(_take(rest, name, list, where))
+            for name in ("eps", "accuracy", "worst_of_both", "pgd_accuracy", "level_seconds")
+        }
         n_images = _take(rest, "n_images", int, where)
         settings = _take(rest, "settings", dict, where)
         seconds = _take(rest, "seconds", (int, float), where)
         indices_json = _take(rest, "indices", (list, type(None)), where) if "indices" in rest else None
         _no_extra(rest, where)
-        return cls(**series, n_images=n_images, settings=settings, seconds=seconds,
-                   indices=None if indices_json is None else tuple(indices_json))
+        return cls(
+            **series,
+            n_images=n_images,
+            settings=settings,
+            seconds=seconds,
+            indices=None if indices_json is None else tuple(indices_json),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"eps": list(self.eps), "accuracy": list(self.accuracy),
-                               "worst_of_both": list(self.worst_of_both), "pgd_accuracy": list(self.pgd_accuracy),
-                               "n_images": self.n_images, "settings": dict(self.settings), "seconds": self.seconds,
-                               "level_seconds": list(self.level_seconds)}
+        out: dict[str, Any] = {
+            "eps": list(self.eps),
+            "accuracy": list(self.accuracy),
+            "worst_of_both": list(self.worst_of_both),
+            "pgd_accuracy": list(self.pgd_accuracy),
+            "n_images": self.n_images,
+            "settings": dict(self.settings),
+            "seconds": self.seconds,
+            "level_seconds": list(self.level_seconds),
+        }
         if self.indices is not None:
             out["indices"] = list(self.indices)
         return out
@@ -222,8 +244,10 @@ class ResultRecord:
     def __post_init__(self) -> None:
         n = len(self.eps)
         if not len(self.accuracy) == len(self.envelope) == len(self.rises) == n:
-            raise ConfigError(f"record of {self.label} ({self.config_hash}): eps, accuracy, envelope and rises "
-                              f"differ in length; delete it to evaluate that run again")
+            raise ConfigError(
+                f"record of {self.label} ({self.config_hash}): eps, accuracy, envelope and rises "
+                f"differ in length; delete it to evaluate that run again"
+            )
 
     @property
     def final(self) -> EpochLog:
@@ -233,8 +257,10 @@ class ResultRecord:
     def accuracy_at(self, eps: float) -> float:
         """The robust accuracy at evaluation level ``eps`` (which must be one of ``self.eps``)."""
         if eps not in self.eps:
-            raise ConfigError(f"eps={eps:g} is not an evaluation level of {self.label}: use one of "
-                              f"{', '.join(f'{v:g}' for v in self.eps)}")
+            raise ConfigError(
+                f"eps={eps:g} is not an evaluation level of {self.label}: use one of "
+                f"{', '.join(f'{v:g}' for v in self.eps)}"
+            )
         return self.accuracy[self.eps.index(eps)]
 
     @classmethod
@@ -243,14 +269,17 @@ class ResultRecord:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where} is not an imalib result record; delete it to evaluate that run again")
         rest = dict(values)
-        text = {name: _take(rest, name, str, where) for name in
-                ("dataset", "method", "label", "norm", "profile", "config_hash", "data", "seconds_note")}
+        text = {
+            name: _take(rest, name, str, where)
+            for name in ("dataset", "method", "label", "norm", "profile", "config_hash", "data", "seconds_note")
+        }
         numbers = {name: _take(rest, name, int, where) for name in ("seed", "n_train", "n_test")}
         seconds = {name: _take(rest, name, (int, float), where) for name in ("train_seconds", "eval_seconds")}
         series = {name: tuple(_take(rest, name, list, where)) for name in ("eps", "accuracy", "envelope", "rises")}
         if len({len(values) for values in series.values()}) != 1:
-            raise ConfigError(f"{where}: eps, accuracy, envelope and rises differ in length; delete it to evaluate "
-                              f"that run again")
+            raise ConfigError(
+                f"{where}: eps, accuracy, envelope and rises differ in length; delete it to evaluate that run again"
+            )
         config = RunConfig.from_dict(_take(rest, "config", dict, where))
         history = tuple(EpochLog.from_json(entry, f"{where} history") for entry in _take(rest, "history", list, where))
         margins_json = _take(rest, "margins", (dict, type(None)), where)
@@ -260,23 +289,48 @@ class ResultRecord:
         device = _take(rest, "device", str, where) if "device" in rest else None
         autoattack, autoattack_standard = (
             AutoAttackEntry.from_json(_take(rest, name, dict, where), f"{where} {name}") if name in rest else None
-            for name in ("autoattack", "autoattack_standard"))
+            for name in ("autoattack", "autoattack_standard")
+        )
         _no_extra(rest, where)
-        return cls(**text, **numbers, **seconds, **series, config=config, history=history,  # type: ignore[arg-type]
-                   margins=margins, environment=environment, eval_protocol=protocol, device=device,
-                   autoattack=autoattack, autoattack_standard=autoattack_standard)
+        return cls(
+            **text,
+            **numbers,
+            **seconds,
+            **series,  # type: ignore[arg-type]
+            config=config,
+            history=history,
+            margins=margins,
+            environment=environment,
+            eval_protocol=protocol,
+            device=device,
+            autoattack=autoattack,
+            autoattack_standard=autoattack_standard,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The record as ``result.json`` holds it (the inverse of :meth:`from_json`)."""
         out: dict[str, Any] = {
-            "dataset": self.dataset, "method": self.method, "label": self.label, "norm": self.norm,
-            "profile": self.profile, "seed": self.seed, "config_hash": self.config_hash,
-            "config": self.config.to_dict(), "data": self.data, "n_train": self.n_train, "n_test": self.n_test,
-            "eps": list(self.eps), "accuracy": list(self.accuracy), "envelope": list(self.envelope),
-            "rises": list(self.rises), "history": [entry.to_json() for entry in self.history],
+            "dataset": self.dataset,
+            "method": self.method,
+            "label": self.label,
+            "norm": self.norm,
+            "profile": self.profile,
+            "seed": self.seed,
+            "config_hash": self.config_hash,
+            "config": self.config.to_dict(),
+            "data": self.data,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "eps": list(self.eps),
+            "accuracy": list(self.accuracy),
+            "envelope": list(self.envelope),
+            "rises": list(self.rises),
+            "history": [entry.to_json() for entry in self.history],
             "margins": None if self.margins is None else self.margins.to_json(),
-            "train_seconds": self.train_seconds, "eval_seconds": self.eval_seconds,
-            "environment": self.environment.to_json(), "seconds_note": self.seconds_note,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "environment": self.environment.to_json(),
+            "seconds_note": self.seconds_note,
         }
         if self.eval_protocol is not None:
             out["eval_protocol"] = self.eval_protocol
@@ -298,8 +352,9 @@ def read_record(file: str | Path) -> ResultRecord:
     return ResultRecord.from_json(values, where=str(file))
 
 
-def collect(root: str | Path, *, dataset: str | None = None, norm: str | None = None,
-            profile: str | None = None) -> list[ResultRecord]:
+def collect(
+    root: str | Path, *, dataset: str | None = None, norm: str | None = None, profile: str | None = None
+) -> list[ResultRecord]:
     """Every result record under ``root`` (optionally of one dataset, norm and/or profile), sorted by path."""
     root = Path(root)
     if not root.is_dir():
@@ -307,11 +362,22 @@ def collect(root: str | Path, *, dataset: str | None = None, norm: str | None = 
     records = []
     for file in sorted(root.rglob(RESULT_FILE)):
         record = read_record(file)
-        if ((dataset is None or record.dataset == dataset) and (norm is None or record.norm == norm)
-                and (profile is None or record.profile == profile)):
+        if (
+            (dataset is None or record.dataset == dataset)
+            and (norm is None or record.norm == norm)
+            and (profile is None or record.profile == profile)
+        ):
             records.append(record)
     return records
 
 
-__all__ = ["RESULT_FILE", "AutoAttackEntry", "Environment", "EpochLog", "MarginSummary", "ResultRecord", "collect",
-           "read_record"]
+__all__ = [
+    "RESULT_FILE",
+    "AutoAttackEntry",
+    "Environment",
+    "EpochLog",
+    "MarginSummary",
+    "ResultRecord",
+    "collect",
+    "read_record",
+]

@@ -68,21 +68,32 @@ def _record_device(result: dict[str, Any]) -> str:
     return "cpu" if (result.get("environment") or {}).get("cuda") is None else "unknown (a GPU was present)"
 
 
-def compare_lists(name: str, recorded: Sequence[float], rerun: Sequence[float], eps: Sequence[float],
-                  tolerance: float) -> Check:
+def compare_lists(
+    name: str, recorded: Sequence[float], rerun: Sequence[float], eps: Sequence[float], tolerance: float
+) -> Check:
     if len(recorded) != len(rerun):
         return Check(name, False, f"{len(recorded)} values recorded, {len(rerun)} re-run")
-    bad = [f"eps {e:g}: {a!r} -> {b!r}" for e, a, b in zip(eps, recorded, rerun, strict=True)
-           if not (a == b if tolerance == 0 else abs(a - b) <= tolerance)]
+    bad = [
+        f"eps {e:g}: {a!r} -> {b!r}"
+        for e, a, b in zip(eps, recorded, rerun, strict=True)
+        if not (a == b if tolerance == 0 else abs(a - b) <= tolerance)
+    ]
     worst = max((abs(a - b) for a, b in zip(recorded, rerun, strict=True)), default=0.0)
-    return Check(name, not bad, "; ".join(bad) if bad else f"{len(rerun)} values equal" if worst == 0 else
-                 f"largest difference {worst:.4g} (within {tolerance:g})")
+    return Check(
+        name,
+        not bad,
+        "; ".join(bad)
+        if bad
+        else f"{len(rerun)} values equal"
+        if worst == 0
+        else f"largest difference {worst:.4g} (within {tolerance:g})",
+    )
 
 
 def compare_masks(recorded: torch.Tensor, rerun: torch.Tensor, eps: Sequence[float], tolerance: float) -> Check:
     if recorded.shape != rerun.shape:
         return Check("robust.pt", False, f"shape {tuple(recorded.shape)} recorded, {tuple(rerun.shape)} re-run")
-    differ = (recorded.bool() != rerun.bool())
+    differ = recorded.bool() != rerun.bool()
     counts = differ.sum(dim=1).tolist()
     if not any(counts):
         return Check("robust.pt", True, f"all {recorded.numel()} per-sample verdicts equal")
@@ -96,8 +107,9 @@ def compare_masks(recorded: torch.Tensor, rerun: torch.Tensor, eps: Sequence[flo
     return Check("robust.pt", ok, "; ".join(parts))
 
 
-def compare_tensors(name: str, recorded: torch.Tensor, rerun: torch.Tensor, tolerance: float, scale: float = 1.0,
-                    required: bool = True) -> Check:
+def compare_tensors(
+    name: str, recorded: torch.Tensor, rerun: torch.Tensor, tolerance: float, scale: float = 1.0, required: bool = True
+) -> Check:
     if recorded.shape != rerun.shape:
         return Check(name, False, f"shape {tuple(recorded.shape)} recorded, {tuple(rerun.shape)} re-run", required)
     if torch.equal(recorded, rerun):
@@ -121,8 +133,11 @@ def compare_history(recorded: list[dict[str, Any]], rerun: list[dict[str, Any]],
             same = a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
             if not same:
                 bad.append(f"epoch {old.get('epoch')} {key}: {a!r} -> {b!r}")
-    detail = "; ".join(bad[:6]) + (f"; ... {len(bad) - 6} more" if len(bad) > 6 else "") if bad else \
-        f"{len(rerun)} epochs equal (timings excluded)"
+    detail = (
+        "; ".join(bad[:6]) + (f"; ... {len(bad) - 6} more" if len(bad) > 6 else "")
+        if bad
+        else f"{len(rerun)} epochs equal (timings excluded)"
+    )
     return Check("training log", not bad, detail, required=False)
 
 
@@ -133,36 +148,66 @@ def compare_runs(record_dir: Path, rerun_dir: Path, tolerance: float) -> list[Ch
     old = json.loads((record_dir / "result.json").read_text())
     new = json.loads((rerun_dir / "result.json").read_text())
     eps = old["eps"]
-    checks = [Check("eps levels", old["eps"] == new["eps"], f"{old['eps']} -> {new['eps']}"),
-              Check("n_train / n_test", (old["n_train"], old["n_test"]) == (new["n_train"], new["n_test"]),
-                    f"{old['n_train']}/{old['n_test']} -> {new['n_train']}/{new['n_test']}"),
-              compare_lists("accuracy", old["accuracy"], new["accuracy"], eps, tolerance),
-              compare_lists("envelope", old["envelope"], new["envelope"], eps, tolerance)]
+    checks = [
+        Check("eps levels", old["eps"] == new["eps"], f"{old['eps']} -> {new['eps']}"),
+        Check(
+            "n_train / n_test",
+            (old["n_train"], old["n_test"]) == (new["n_train"], new["n_test"]),
+            f"{old['n_train']}/{old['n_test']} -> {new['n_train']}/{new['n_test']}",
+        ),
+        compare_lists("accuracy", old["accuracy"], new["accuracy"], eps, tolerance),
+        compare_lists("envelope", old["envelope"], new["envelope"], eps, tolerance),
+    ]
     if (record_dir / "robust.pt").exists():
-        checks.append(compare_masks(load_torch(record_dir / "robust.pt"), load_torch(rerun_dir / "robust.pt"), eps,
-                                    tolerance))
+        checks.append(
+            compare_masks(load_torch(record_dir / "robust.pt"), load_torch(rerun_dir / "robust.pt"), eps, tolerance)
+        )
     else:
         checks.append(Check("robust.pt", False, "the record holds no robust.pt to compare", required=False))
     if (record_dir / "margins.pt").exists():
         eps_max = float(old["config"]["eps"]) or 1.0
-        checks.append(compare_tensors("margins.pt", load_torch(record_dir / "margins.pt"),
-                                      load_torch(rerun_dir / "margins.pt"), tolerance, scale=eps_max))
+        checks.append(
+            compare_tensors(
+                "margins.pt",
+                load_torch(record_dir / "margins.pt"),
+                load_torch(rerun_dir / "margins.pt"),
+                tolerance,
+                scale=eps_max,
+            )
+        )
     elif (rerun_dir / "margins.pt").exists():
         checks.append(Check("margins.pt", False, "the re-run has margins but the record holds no margins.pt"))
     checks.append(compare_history(old["history"], new["history"], tolerance))
     if (record_dir / "model.pt").exists():
         recorded, rerun = load_torch(record_dir / "model.pt"), load_torch(rerun_dir / "model.pt")
         names = sorted(set(recorded) | set(rerun))
-        differing = [name for name in names if name not in recorded or name not in rerun
-                     or not torch.equal(recorded[name], rerun[name])]
-        checks.append(Check("model.pt", not differing, f"{len(names)} tensors equal bit for bit" if not differing
-                            else f"{len(differing)}/{len(names)} tensors differ: {', '.join(differing[:4])}",
-                            required=False))
+        differing = [
+            name
+            for name in names
+            if name not in recorded or name not in rerun or not torch.equal(recorded[name], rerun[name])
+        ]
+        checks.append(
+            Check(
+                "model.pt",
+                not differing,
+                f"{len(names)} tensors equal bit for bit"
+                if not differing
+                else f"{len(differing)}/{len(names)} tensors differ: {', '.join(differing[:4])}",
+                required=False,
+            )
+        )
     return checks
 
 
-def reproduce(record_dir: Path, *, device: str = "auto", data_root: str | None = None, keep: Path | None = None,
-              tolerance: float | None = None, evaluate_only: bool = False) -> tuple[list[Check], float, Path | None]:
+def reproduce(
+    record_dir: Path,
+    *,
+    device: str = "auto",
+    data_root: str | None = None,
+    keep: Path | None = None,
+    tolerance: float | None = None,
+    evaluate_only: bool = False,
+) -> tuple[list[Check], float, Path | None]:
     """Re-run ``record_dir``'s configuration in a fresh root; returns the checks, the tolerance and the kept dir.
 
     ``evaluate_only`` copies the record's weights (``model.pt``, with its
@@ -175,8 +220,10 @@ def reproduce(record_dir: Path, *, device: str = "auto", data_root: str | None =
     record_dir = Path(record_dir)
     for name in ("config.json", "result.json"):
         if not (record_dir / name).is_file():
-            raise FileNotFoundError(f"{record_dir} is not a finished run directory (no {name}); give a directory "
-                                    f"that holds config.json and result.json")
+            raise FileNotFoundError(
+                f"{record_dir} is not a finished run directory (no {name}); give a directory "
+                f"that holds config.json and result.json"
+            )
     try:
         config = RunConfig.from_dict(json.loads((record_dir / "config.json").read_text()))
         result = json.loads((record_dir / "result.json").read_text())
@@ -192,8 +239,10 @@ def reproduce(record_dir: Path, *, device: str = "auto", data_root: str | None =
         root = Path(keep) if keep is not None else Path(scratch)
         if evaluate_only:
             if not (record_dir / "model.pt").is_file():
-                raise FileNotFoundError(f"{record_dir} holds no model.pt (weights of large models are not "
-                                        f"committed): reproduce it without --evaluate-only")
+                raise FileNotFoundError(
+                    f"{record_dir} holds no model.pt (weights of large models are not "
+                    f"committed): reproduce it without --evaluate-only"
+                )
             target = run_dir(config, root)
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)
@@ -203,33 +252,52 @@ def reproduce(record_dir: Path, *, device: str = "auto", data_root: str | None =
             evaluate_run(target, data_root=data_root, device=device)
             rerun_path = target
         else:
-            rerun_path = run_experiment(config, results_root=root, data_root=data_root, device=device, force=True,
-                                        progress=False).path
+            rerun_path = run_experiment(
+                config, results_root=root, data_root=data_root, device=device, force=True, progress=False
+            ).path
         checks = compare_runs(record_dir, rerun_path, tolerance)
         return checks, tolerance, run_dir(config, root) if keep is not None else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imalib reproduce", description="Re-run a record's configuration from "
-                                     "scratch in a temporary directory and compare it with the record.")
+    parser = argparse.ArgumentParser(
+        prog="imalib reproduce",
+        description="Re-run a record's configuration from "
+        "scratch in a temporary directory and compare it with the record.",
+    )
     parser.add_argument("run_dir", help="a finished run directory, e.g. results/moons/ce-linf-80a9eb9a3ea6")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else cpu), cpu or cuda")
     parser.add_argument("--data-root", dest="data_root", default=None, metavar="DIR")
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep the re-run under this results root")
-    parser.add_argument("--evaluate-only", dest="evaluate_only", action="store_true",
-                        help="re-evaluate the record's own weights instead of training again")
-    parser.add_argument("--tolerance", type=float, default=None,
-                        help=f"override the tolerance (default: 0 when record and re-run are on the CPU, else "
-                             f"{GPU_TOLERANCE})")
+    parser.add_argument(
+        "--evaluate-only",
+        dest="evaluate_only",
+        action="store_true",
+        help="re-evaluate the record's own weights instead of training again",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help=f"override the tolerance (default: 0 when record and re-run are on the CPU, else {GPU_TOLERANCE})",
+    )
     args = parser.parse_args(argv)
     try:
         if args.tolerance is not None and not args.tolerance >= 0:
             raise ConfigError(f"--tolerance {args.tolerance} must be >= 0")
-        record = json.loads((Path(args.run_dir) / "result.json").read_text()) \
-            if (Path(args.run_dir) / "result.json").is_file() else {}
-        checks, tolerance, kept = reproduce(Path(args.run_dir), device=args.device, data_root=args.data_root,
-                                            keep=Path(args.keep) if args.keep else None, tolerance=args.tolerance,
-                                            evaluate_only=args.evaluate_only)
+        record = (
+            json.loads((Path(args.run_dir) / "result.json").read_text())
+            if (Path(args.run_dir) / "result.json").is_file()
+            else {}
+        )
+        checks, tolerance, kept = reproduce(
+            Path(args.run_dir),
+            device=args.device,
+            data_root=args.data_root,
+            keep=Path(args.keep) if args.keep else None,
+            tolerance=args.tolerance,
+            evaluate_only=args.evaluate_only,
+        )
     except (ConfigError, OSError, ValueError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_ERROR
@@ -238,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "bit for bit" if tolerance == 0 else f"within tolerance {tolerance:g}"
     if args.evaluate_only:
         mode += "; evaluation only (the record's weights)"
-    print(f"reproduce {args.run_dir}: record made on {_record_device(record)} (torch "
-          f"{(record.get('environment') or {}).get('torch')}), re-run on {device_name(args.device)}, compared {mode}")
+    print(
+        f"reproduce {args.run_dir}: record made on {_record_device(record)} (torch "
+        f"{(record.get('environment') or {}).get('torch')}), re-run on {device_name(args.device)}, compared {mode}"
+    )
     for check in checks:
         status = "ok  " if check.ok else ("DIFF" if check.required else "note")
         print(f"  {status} {check.name}: {check.detail}")

@@ -32,9 +32,11 @@ from imalib.models import build_model
 from imalib.records import RESULT_FILE, AutoAttackEntry, Environment, ResultRecord, read_record
 from imalib.train import TrainResult, fit, make_optimizer
 
-EVAL_PROTOCOL = ("first-misclassified: each PGD run stops a sample at its first misclassified iterate and counts it "
-                 "broken, whatever a later forward pass says (never weaker than judging the final iterate, as the "
-                 "paper's advertorch loop did); TF32 off")
+EVAL_PROTOCOL = (
+    "first-misclassified: each PGD run stops a sample at its first misclassified iterate and counts it "
+    "broken, whatever a later forward pass says (never weaker than judging the final iterate, as the "
+    "paper's advertorch loop did); TF32 off"
+)
 SECONDS_NOTE = "measured on the machine in 'environment'; train_seconds excludes evaluation"
 
 
@@ -61,8 +63,14 @@ def run_dir(config: RunConfig, results_root: str | Path) -> Path:
 
 def splits_of(config: RunConfig, data_root: str | Path | None = None) -> Splits:
     """The data of run ``config``: the only place a run's splits are derived from its configuration."""
-    return load_splits(config.dataset, root=data_root, n_train=config.n_train, n_test=config.n_test,
-                       seed=config.seed, params=dict(config.data_params))
+    return load_splits(
+        config.dataset,
+        root=data_root,
+        n_train=config.n_train,
+        n_test=config.n_test,
+        seed=config.seed,
+        params=dict(config.data_params),
+    )
 
 
 def environment() -> Environment:
@@ -77,18 +85,22 @@ def _check_writable(path: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise NotADirectoryError(f"cannot write results under {path}: {probe} is a file, not a directory; choose "
-                                 f"another output directory")
+        raise NotADirectoryError(
+            f"cannot write results under {path}: {probe} is a file, not a directory; choose another output directory"
+        )
     if not os.access(probe, os.W_OK):
-        raise PermissionError(f"cannot write results under {path}: {probe} is not writable; choose another "
-                              f"output directory")
+        raise PermissionError(
+            f"cannot write results under {path}: {probe} is not writable; choose another output directory"
+        )
 
 
 def _is_trained(path: Path) -> bool:
     return (path / "train.json").exists() and (path / "model.pt").exists()
 
 
-def _train(config: RunConfig, path: Path, splits: Splits, *, device: str, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+def _train(
+    config: RunConfig, path: Path, splits: Splits, *, device: str, progress: bool
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``config`` on ``splits`` into ``path``; returns the trained model (on the CPU) and the train log."""
     _check_writable(path)
     method = build_method(config.method, eps=config.eps, norm=config.norm, params=dict(config.method_params))
@@ -99,17 +111,34 @@ def _train(config: RunConfig, path: Path, splits: Splits, *, device: str, progre
     for leftover in path.glob(".*.tmp"):  # a temporary file from a write that a kill interrupted
         leftover.unlink()
     write_json(path / "config.json", config.to_dict())
-    trained: TrainResult = fit(model, method, splits.train, epochs=config.epochs, batch_size=config.batch_size,
-                               optimizer=optimizer, seed=config.seed, clip=splits.clip, device=device,
-                               checkpoint=path / "checkpoint.pt", progress=progress)
+    trained: TrainResult = fit(
+        model,
+        method,
+        splits.train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=optimizer,
+        seed=config.seed,
+        clip=splits.clip,
+        device=device,
+        checkpoint=path / "checkpoint.pt",
+        progress=progress,
+    )
     save_torch(path / "model.pt", model.to("cpu").state_dict())
-    log: dict[str, Any] = {"history": trained.history, "data": splits.note, "n_train": len(splits.train),
-                           "train_seconds": sum(entry["seconds"] for entry in trained.history)}
+    log: dict[str, Any] = {
+        "history": trained.history,
+        "data": splits.note,
+        "n_train": len(splits.train),
+        "train_seconds": sum(entry["seconds"] for entry in trained.history),
+    }
     if trained.margins is not None:
         save_torch(path / "margins.pt", trained.margins.values)
         counts, edges = trained.margins.histogram()
-        log["margins"] = {"mean": float(trained.margins.values.mean()), "counts": counts.tolist(),
-                          "edges": edges.tolist()}
+        log["margins"] = {
+            "mean": float(trained.margins.values.mean()),
+            "counts": counts.tolist(),
+            "edges": edges.tolist(),
+        }
     write_json(path / "train.json", log)
     checkpoint = path / "checkpoint.pt"
     if checkpoint.exists():
@@ -117,8 +146,14 @@ def _train(config: RunConfig, path: Path, splits: Splits, *, device: str, progre
     return model, log
 
 
-def train_run(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-              device: str = "auto", progress: bool = True) -> Path:
+def train_run(
+    config: RunConfig,
+    *,
+    results_root: str | Path = "results",
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> Path:
     """Train ``config`` into its run directory (resuming from ``checkpoint.pt``); returns the directory.
 
     Writes ``config.json`` first, ``checkpoint.pt`` after every epoch, then
@@ -143,8 +178,10 @@ def _load_trained(path: Path) -> tuple[RunConfig, nn.Module, dict[str, Any]]:
     return config, model, log
 
 
-AUTOATTACK_FILES = {"custom": ("autoattack", "autoattack.pt"),
-                    "standard": ("autoattack_standard", "autoattack_standard.pt")}
+AUTOATTACK_FILES = {
+    "custom": ("autoattack", "autoattack.pt"),
+    "standard": ("autoattack_standard", "autoattack_standard.pt"),
+}
 
 
 def _wants_autoattack(config: RunConfig, autoattack: bool | None) -> bool:
@@ -163,9 +200,18 @@ def _subset(n_test: int, n_images: int | None, seed: int) -> list[int] | None:
     return sorted(int(i) for i in chosen)
 
 
-def _measure_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd: RobustnessResult,
-                        config: RunConfig, splits: Splits, *, version: str, indices: list[int] | None,
-                        progress: bool) -> tuple[AutoAttackEntry, torch.Tensor]:
+def _measure_autoattack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pgd: RobustnessResult,
+    config: RunConfig,
+    splits: Splits,
+    *,
+    version: str,
+    indices: list[int] | None,
+    progress: bool,
+) -> tuple[AutoAttackEntry, torch.Tensor]:
     """AutoAttack on the test images ``indices`` (all when None) at the PGD levels, and its per-image outcome."""
     from imalib.autoattack import evaluate_autoattack, worst_case
 
@@ -174,51 +220,110 @@ def _measure_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd:
         pgd = RobustnessResult(eps=pgd.eps, robust=pgd.robust[:, indices], norm=pgd.norm, seconds=pgd.seconds)
     with torch.no_grad():
         num_classes = int(model(x[:1]).shape[1])
-    result = evaluate_autoattack(model, x, y, norm=config.norm, eps_list=config.eval_eps, clip=splits.clip,
-                                 num_classes=num_classes, version=version,  # type: ignore[arg-type]
-                                 seed=config.seed, batch_size=config.eval_batch, progress=progress)
+    result = evaluate_autoattack(
+        model,
+        x,
+        y,
+        norm=config.norm,
+        eps_list=config.eval_eps,
+        clip=splits.clip,
+        num_classes=num_classes,
+        version=version,  # type: ignore[arg-type]
+        seed=config.seed,
+        batch_size=config.eval_batch,
+        progress=progress,
+    )
     both = worst_case(pgd, result.robustness)
-    entry = AutoAttackEntry(eps=result.robustness.eps, accuracy=tuple(result.robustness.accuracy),
-                            worst_of_both=tuple(both.accuracy), pgd_accuracy=tuple(pgd.accuracy),
-                            n_images=int(y.shape[0]), settings=result.settings.to_dict(),
-                            seconds=result.robustness.seconds, level_seconds=result.level_seconds,
-                            indices=None if indices is None else tuple(indices))
+    entry = AutoAttackEntry(
+        eps=result.robustness.eps,
+        accuracy=tuple(result.robustness.accuracy),
+        worst_of_both=tuple(both.accuracy),
+        pgd_accuracy=tuple(pgd.accuracy),
+        n_images=int(y.shape[0]),
+        settings=result.settings.to_dict(),
+        seconds=result.robustness.seconds,
+        level_seconds=result.level_seconds,
+        indices=None if indices is None else tuple(indices),
+    )
     return entry, result.robustness.robust
 
 
-def _evaluate(path: Path, config: RunConfig, model: nn.Module, log: dict[str, Any], splits: Splits, *,
-              device: str, autoattack: bool | None = None, progress: bool = False) -> ResultRecord:
+def _evaluate(
+    path: Path,
+    config: RunConfig,
+    model: nn.Module,
+    log: dict[str, Any],
+    splits: Splits,
+    *,
+    device: str,
+    autoattack: bool | None = None,
+    progress: bool = False,
+) -> ResultRecord:
     """The paper's evaluation of ``model`` on ``splits.test`` (then AutoAttack where asked or the profile says so);
     writes ``robust.pt``, ``autoattack.pt`` and then ``result.json``."""
     model.to(device).eval()
     x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
-    robustness = evaluate_robustness(model, x_test, y_test, norm=config.norm, eps_list=config.eval_eps,
-                                     steps=config.eval_steps, clip=splits.clip, batch_size=config.eval_batch,
-                                     seed=config.seed, progress=progress)
-    record = ResultRecord.from_json({
-        "dataset": config.dataset, "method": config.method, "label": config.label, "norm": config.norm,
-        "profile": config.profile, "seed": config.seed, "config_hash": config.hash(), "config": config.to_dict(),
-        "data": splits.note, "n_train": log["n_train"], "n_test": len(splits.test),
-        "eps": list(robustness.eps), "accuracy": robustness.accuracy, "envelope": robustness.envelope,
-        "rises": robustness.rises, "history": log["history"], "margins": log.get("margins"),
-        "train_seconds": log["train_seconds"], "eval_seconds": robustness.seconds, "device": device,
-        "environment": environment().to_json(), "eval_protocol": EVAL_PROTOCOL, "seconds_note": SECONDS_NOTE,
-    })
+    robustness = evaluate_robustness(
+        model,
+        x_test,
+        y_test,
+        norm=config.norm,
+        eps_list=config.eval_eps,
+        steps=config.eval_steps,
+        clip=splits.clip,
+        batch_size=config.eval_batch,
+        seed=config.seed,
+        progress=progress,
+    )
+    record = ResultRecord.from_json(
+        {
+            "dataset": config.dataset,
+            "method": config.method,
+            "label": config.label,
+            "norm": config.norm,
+            "profile": config.profile,
+            "seed": config.seed,
+            "config_hash": config.hash(),
+            "config": config.to_dict(),
+            "data": splits.note,
+            "n_train": log["n_train"],
+            "n_test": len(splits.test),
+            "eps": list(robustness.eps),
+            "accuracy": robustness.accuracy,
+            "envelope": robustness.envelope,
+            "rises": robustness.rises,
+            "history": log["history"],
+            "margins": log.get("margins"),
+            "train_seconds": log["train_seconds"],
+            "eval_seconds": robustness.seconds,
+            "device": device,
+            "environment": environment().to_json(),
+            "eval_protocol": EVAL_PROTOCOL,
+            "seconds_note": SECONDS_NOTE,
+        }
+    )
     save_torch(path / "robust.pt", robustness.robust)
     stale = path / AUTOATTACK_FILES["standard"][1]
     if stale.exists():  # measured against the previous PGD outcome
         stale.unlink()
     if _wants_autoattack(config, autoattack):
-        entry, robust = _measure_autoattack(model, x_test, y_test, robustness, config, splits, version="custom",
-                                            indices=None, progress=progress)
+        entry, robust = _measure_autoattack(
+            model, x_test, y_test, robustness, config, splits, version="custom", indices=None, progress=progress
+        )
         save_torch(path / AUTOATTACK_FILES["custom"][1], robust)
         record = replace(record, autoattack=entry)
     write_json(path / RESULT_FILE, record.to_json())
     return record
 
 
-def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, device: str = "auto",
-                 autoattack: bool | None = None, progress: bool = False) -> ResultRecord:
+def evaluate_run(
+    path: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    autoattack: bool | None = None,
+    progress: bool = False,
+) -> ResultRecord:
     """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically).
 
     ``autoattack`` adds AutoAttack after PGD (None: where the profile says so,
@@ -226,18 +331,35 @@ def evaluate_run(path: str | Path, *, data_root: str | Path | None = None, devic
     """
     path = Path(path)
     config, model, log = _load_trained(path)
-    return _evaluate(path, config, model, log, splits_of(config, data_root), device=device_name(device),
-                     autoattack=autoattack, progress=progress)
+    return _evaluate(
+        path,
+        config,
+        model,
+        log,
+        splits_of(config, data_root),
+        device=device_name(device),
+        autoattack=autoattack,
+        progress=progress,
+    )
 
 
 def _retrain_command(config: RunConfig, root: Path) -> str:
     eps = f" --eps {config.eps:g}" if config.eps else ""
-    return (f"imalib train --dataset {config.dataset} --method {config.method} --norm {config.norm}{eps} "
-            f"--profile {config.profile} --seed {config.seed} --output {root}")
+    return (
+        f"imalib train --dataset {config.dataset} --method {config.method} --norm {config.norm}{eps} "
+        f"--profile {config.profile} --seed {config.seed} --output {root}"
+    )
 
 
-def add_autoattack(path: str | Path, *, version: str = "custom", n_images: int | None = None,
-                   data_root: str | Path | None = None, device: str = "auto", progress: bool = False) -> ResultRecord:
+def add_autoattack(
+    path: str | Path,
+    *,
+    version: str = "custom",
+    n_images: int | None = None,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> ResultRecord:
     """Add (or refresh) AutoAttack in an evaluated run's record, keeping its PGD numbers as they are.
 
     ``version="custom"`` writes the ``autoattack`` entry and ``autoattack.pt``
@@ -252,20 +374,25 @@ def add_autoattack(path: str | Path, *, version: str = "custom", n_images: int |
         raise FileNotFoundError(f"{path} has no result.json: evaluate it first with 'imalib evaluate {path}'")
     record = read_record(path / RESULT_FILE)
     if not (path / "model.pt").exists():
-        raise CheckpointError(f"{path} has no model.pt (image weights are not committed): train it again with "
-                              f"'{_retrain_command(record.config, path.parent.parent)}', then run this again")
+        raise CheckpointError(
+            f"{path} has no model.pt (image weights are not committed): train it again with "
+            f"'{_retrain_command(record.config, path.parent.parent)}', then run this again"
+        )
     config, model, _ = _load_trained(path)
     pgd = load_robustness(path)
     splits = splits_of(config, data_root)
     if pgd.robust.shape[1] != len(splits.test):
-        raise ConfigError(f"{path}: robust.pt holds {pgd.robust.shape[1]} images but the run has "
-                          f"{len(splits.test)} test images; evaluate it again with 'imalib evaluate {path}'")
+        raise ConfigError(
+            f"{path}: robust.pt holds {pgd.robust.shape[1]} images but the run has "
+            f"{len(splits.test)} test images; evaluate it again with 'imalib evaluate {path}'"
+        )
     device = device_name(device)
     model.to(device).eval()
     x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
     indices = _subset(len(splits.test), n_images, config.seed)
-    entry, robust = _measure_autoattack(model, x_test, y_test, pgd, config, splits, version=version,
-                                        indices=indices, progress=progress)
+    entry, robust = _measure_autoattack(
+        model, x_test, y_test, pgd, config, splits, version=version, indices=indices, progress=progress
+    )
     name, file = AUTOATTACK_FILES[version]
     save_torch(path / file, robust)
     record = replace(record, autoattack=entry) if name == "autoattack" else replace(record, autoattack_standard=entry)
@@ -288,9 +415,16 @@ def load_robustness(path: str | Path) -> RobustnessResult:
     return RobustnessResult(eps=record.eps, robust=robust, norm=record.norm, seconds=record.eval_seconds)
 
 
-def run_experiment(config: RunConfig, *, results_root: str | Path = "results", data_root: str | Path | None = None,
-                   device: str = "auto", force: bool = False, progress: bool = False,
-                   autoattack: bool | None = None) -> Run:
+def run_experiment(
+    config: RunConfig,
+    *,
+    results_root: str | Path = "results",
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = False,
+    autoattack: bool | None = None,
+) -> Run:
     """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it.
 
     The data is loaded once and the trained model stays in memory from training
@@ -335,7 +469,8 @@ def load_run(path: str | Path, *, require_weights: bool = True) -> Run:
     if weights.exists():
         load_state(model, load_torch(weights), weights)
     elif require_weights:
-        raise CheckpointError(f"{path} has no model.pt (the weights of large models are not committed); "
-                              f"run it again to get them")
+        raise CheckpointError(
+            f"{path} has no model.pt (the weights of large models are not committed); run it again to get them"
+        )
     model.eval()
     return Run(path=path, model=model, config=config, record=record, has_weights=weights.exists())

@@ -59,8 +59,9 @@ class SweepJob(submitit.helpers.Checkpointable):
     signals a timeout; the resubmitted job resumes from ``checkpoint.pt``.
     """
 
-    def __init__(self, config: dict[str, Any], results_root: str, data_root: str | None, device: str,
-                 threads: int | None) -> None:
+    def __init__(
+        self, config: dict[str, Any], results_root: str, data_root: str | None, device: str, threads: int | None
+    ) -> None:
         self.config = config
         self.results_root = results_root
         self.data_root = data_root
@@ -74,8 +75,13 @@ class SweepJob(submitit.helpers.Checkpointable):
 
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        run = run_experiment(RunConfig.from_dict(self.config), results_root=self.results_root,
-                             data_root=self.data_root, device=self.device, progress=False)
+        run = run_experiment(
+            RunConfig.from_dict(self.config),
+            results_root=self.results_root,
+            data_root=self.data_root,
+            device=self.device,
+            progress=False,
+        )
         return str(run.path)
 
     def describe(self) -> str:
@@ -122,8 +128,11 @@ def slurm_parameters(args: argparse.Namespace, timeout_min: float) -> dict[str, 
     """sbatch parameters in submitit's native names: GPU, time limit, requeue on timeout."""
     params: dict[str, Any] = {
         "job_name": f"imalib-{args.dataset}-{args.norm}-{args.profile}",
-        "time": int(timeout_min), "gpus_per_node": args.gpus, "cpus_per_task": args.cpus_per_task,
-        "signal_delay_s": SIGNAL_DELAY_S, "array_parallelism": args.array_parallelism,
+        "time": int(timeout_min),
+        "gpus_per_node": args.gpus,
+        "cpus_per_task": args.cpus_per_task,
+        "signal_delay_s": SIGNAL_DELAY_S,
+        "array_parallelism": args.array_parallelism,
         "additional_parameters": {"requeue": True},
     }
     if args.partition:
@@ -139,8 +148,9 @@ def sbatch_text(plan: Plan) -> str:
     """The sbatch file that ``--executor slurm`` submits for ``plan`` (one array task per job)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    return _make_sbatch_string(command=submit_command(plan.log_dir), folder=plan.log_dir / "%j",
-                               map_count=len(plan.jobs), **plan.slurm)
+    return _make_sbatch_string(
+        command=submit_command(plan.log_dir), folder=plan.log_dir / "%j", map_count=len(plan.jobs), **plan.slurm
+    )
 
 
 def build_plan(args: argparse.Namespace) -> Plan:
@@ -164,8 +174,10 @@ def build_plan(args: argparse.Namespace) -> Plan:
     if args.executor == "slurm":
         device = args.device  # resolved on the compute node, which has the GPU this login node may lack
         if not args.dry_run and (shutil.which("srun") is None or shutil.which("sbatch") is None):
-            raise ConfigError("--executor slurm needs srun and sbatch on PATH (run it on the cluster's login node), "
-                              "or add --dry-run to print the jobs and the sbatch text")
+            raise ConfigError(
+                "--executor slurm needs srun and sbatch on PATH (run it on the cluster's login node), "
+                "or add --dry-run to print the jobs and the sbatch text"
+            )
     else:
         device = device_name(args.device)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
@@ -184,20 +196,36 @@ def build_plan(args: argparse.Namespace) -> Plan:
         names = {c.label for c in rows} | {c.method for c in rows}
         unknown = [m for m in methods if m not in names]
         if unknown:
-            raise ConfigError(f"--methods {','.join(unknown)} is not a row of the {args.dataset}/{args.norm} table: "
-                              f"use some of {', '.join(c.label for c in rows)}")
+            raise ConfigError(
+                f"--methods {','.join(unknown)} is not a row of the {args.dataset}/{args.norm} table: "
+                f"use some of {', '.join(c.label for c in rows)}"
+            )
     jobs = []
     for seed in seeds:
-        for config in table_configs(args.dataset, args.norm, args.profile, seed=seed, methods=methods,
-                                    **overrides):
+        for config in table_configs(args.dataset, args.norm, args.profile, seed=seed, methods=methods, **overrides):
             jobs.append(SweepJob(config.to_dict(), str(args.output), args.data_root, device, threads))
-    log_dir = Path(args.log_dir) if args.log_dir else Path(args.output) / ".sweeps" / \
-        f"{args.dataset}-{args.norm}-{args.profile}"
-    plan = Plan(jobs=tuple(jobs), executor=args.executor, log_dir=log_dir, parallel=args.parallel,
-                timeout_min=float(timeout_min), slurm={})
+    log_dir = (
+        Path(args.log_dir)
+        if args.log_dir
+        else Path(args.output) / ".sweeps" / f"{args.dataset}-{args.norm}-{args.profile}"
+    )
+    plan = Plan(
+        jobs=tuple(jobs),
+        executor=args.executor,
+        log_dir=log_dir,
+        parallel=args.parallel,
+        timeout_min=float(timeout_min),
+        slurm={},
+    )
     if args.executor == "slurm":
-        plan = Plan(jobs=plan.jobs, executor="slurm", log_dir=log_dir, parallel=args.parallel,
-                    timeout_min=float(timeout_min), slurm=slurm_parameters(args, timeout_min))
+        plan = Plan(
+            jobs=plan.jobs,
+            executor="slurm",
+            log_dir=log_dir,
+            parallel=args.parallel,
+            timeout_min=float(timeout_min),
+            slurm=slurm_parameters(args, timeout_min),
+        )
     if not args.dry_run:
         from imalib.cli import check_output
 
@@ -261,15 +289,19 @@ def submit_slurm(plan: Plan) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imalib sweep", description="One job per row of the paper's table and "
-                                     "seed, run locally or on SLURM with submitit; all into one results root.")
+    parser = argparse.ArgumentParser(
+        prog="imalib sweep",
+        description="One job per row of the paper's table and "
+        "seed, run locally or on SLURM with submitit; all into one results root.",
+    )
     parser.add_argument("--dataset", required=True, metavar="{" + ",".join(DATASETS) + "}")
     parser.add_argument("--norm", default="linf", metavar="{" + ",".join(NORMS) + "}")
     parser.add_argument("--profile", default="cpu", metavar="{" + ",".join(PROFILES) + "}")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     parser.add_argument("--executor", required=True, metavar="{" + ",".join(EXECUTORS) + "}")
-    parser.add_argument("--dry-run", dest="dry_run", action="store_true",
-                        help="print the jobs (and the sbatch text) and write nothing")
+    parser.add_argument(
+        "--dry-run", dest="dry_run", action="store_true", help="print the jobs (and the sbatch text) and write nothing"
+    )
     parser.add_argument("--methods", default=None, help="only these rows, e.g. ima,adv0.3 (default: all)")
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     parser.add_argument("--n-train", dest="n_train", type=int, default=None)
@@ -277,19 +309,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="results", metavar="DIR", help="the shared results root")
     parser.add_argument("--data-root", dest="data_root", default=None, metavar="DIR")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else cpu), cpu or cuda")
-    parser.add_argument("--log-dir", dest="log_dir", default=None,
-                        help="submitit's logs and pickles (default: <output>/.sweeps/<dataset>-<norm>-<profile>)")
+    parser.add_argument(
+        "--log-dir",
+        dest="log_dir",
+        default=None,
+        help="submitit's logs and pickles (default: <output>/.sweeps/<dataset>-<norm>-<profile>)",
+    )
     parser.add_argument("--parallel", type=int, default=1, help="local: jobs at a time (default: 1)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per job (default, local: cores / --parallel)")
-    parser.add_argument("--timeout-min", dest="timeout_min", type=float, default=None,
-                        help="time limit per job in minutes (default by profile: smoke 30, cpu 720, paper 240)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per job (default, local: cores / --parallel)"
+    )
+    parser.add_argument(
+        "--timeout-min",
+        dest="timeout_min",
+        type=float,
+        default=None,
+        help="time limit per job in minutes (default by profile: smoke 30, cpu 720, paper 240)",
+    )
     parser.add_argument("--partition", default=None, help="slurm: the partition")
     parser.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per job (default: 1)")
     parser.add_argument("--cpus-per-task", dest="cpus_per_task", type=int, default=4, help="slurm (default: 4)")
     parser.add_argument("--mem-gb", dest="mem_gb", type=float, default=None, help="slurm: memory per job")
-    parser.add_argument("--array-parallelism", dest="array_parallelism", type=int, default=64,
-                        help="slurm: array tasks running at once (default: 64)")
+    parser.add_argument(
+        "--array-parallelism",
+        dest="array_parallelism",
+        type=int,
+        default=64,
+        help="slurm: array tasks running at once (default: 64)",
+    )
     return parser
 
 
@@ -301,16 +348,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"{len(plan.jobs)} jobs ({args.dataset}/{args.norm}, profile {args.profile}, seeds {args.seeds}) on "
-          f"executor {plan.executor}, results in {args.output}:")
+    print(
+        f"{len(plan.jobs)} jobs ({args.dataset}/{args.norm}, profile {args.profile}, seeds {args.seeds}) on "
+        f"executor {plan.executor}, results in {args.output}:"
+    )
     for number, job in enumerate(plan.jobs):
         print(f"  [{number}] {job.describe()}")
     if args.dry_run:
         if plan.executor == "slurm":
             print("\nsbatch file:\n" + sbatch_text(plan))
         else:
-            print(f"\n{plan.executor}: at most {plan.parallel} at a time, {plan.timeout_min:g} min per job, "
-                  f"device {plan.jobs[0].device if plan.jobs else args.device}")
+            print(
+                f"\n{plan.executor}: at most {plan.parallel} at a time, {plan.timeout_min:g} min per job, "
+                f"device {plan.jobs[0].device if plan.jobs else args.device}"
+            )
         return 0
     if plan.executor == "slurm":
         ids = submit_slurm(plan)
@@ -325,5 +376,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-__all__ = ["EXECUTORS", "Plan", "SweepJob", "build_plan", "main", "parse_seeds", "run_debug", "run_local",
-           "sbatch_text", "submit_slurm"]
+__all__ = [
+    "EXECUTORS",
+    "Plan",
+    "SweepJob",
+    "build_plan",
+    "main",
+    "parse_seeds",
+    "run_debug",
+    "run_local",
+    "sbatch_text",
+    "submit_slurm",
+]

@@ -24,8 +24,18 @@ def results_frame(runs: Iterable[Run], column: str = "accuracy") -> pd.DataFrame
         extra = {f"data_{k}": v for k, v in config.data_params}
         extra.update({f"param_{k}": v for k, v in config.method_params})
         for eps, value, envelope, rises in zip(record.eps, getattr(record, column), record.envelope, record.rises):
-            rows.append({"label": config.label, "seed": config.seed, "profile": config.profile, "eps": eps,
-                         "accuracy": value, "envelope": envelope, "rises": rises, **extra})
+            rows.append(
+                {
+                    "label": config.label,
+                    "seed": config.seed,
+                    "profile": config.profile,
+                    "eps": eps,
+                    "accuracy": value,
+                    "envelope": envelope,
+                    "rises": rises,
+                    **extra,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -37,8 +47,9 @@ def mean_table(frame: pd.DataFrame, value: str = "accuracy", order: Sequence[str
 
 def std_table(frame: pd.DataFrame, value: str = "accuracy", order: Sequence[str] | None = None) -> pd.DataFrame:
     """Sample standard deviation over seeds (0 for a single seed)."""
-    table = frame.pivot_table(index="label", columns="eps", values=value, aggfunc=lambda v: float(np.std(v, ddof=1))
-                              if len(v) > 1 else 0.0)
+    table = frame.pivot_table(
+        index="label", columns="eps", values=value, aggfunc=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    )
     return table.reindex(order) if order is not None else table
 
 
@@ -57,8 +68,11 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, digits: int = 3) -> pd
     eps = [e for e in ours.columns if e in paper.columns]
     cells = {}
     for e in eps:
-        cells[e] = [f"{ours.loc[l, e]:.{digits}f} / {paper.loc[l, e]:.{digits}f} ({ours.loc[l, e] - paper.loc[l, e]:+.{digits}f})"
-                    for l in labels]
+        cells[e] = [
+            f"{ours.loc[lab, e]:.{digits}f} / {paper.loc[lab, e]:.{digits}f} "
+            f"({ours.loc[lab, e] - paper.loc[lab, e]:+.{digits}f})"
+            for lab in labels
+        ]
     return pd.DataFrame(cells, index=labels)
 
 
@@ -72,8 +86,9 @@ def difference(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 def paper_frame(dataset: str, norm: str) -> pd.DataFrame:
     """The paper's reported accuracies for (dataset, norm): rows are method labels, columns noise levels."""
     table = paper_table(dataset, norm)
-    return pd.DataFrame.from_dict({row.label: row.reported for row in table.rows}, orient="index",
-                                  columns=list(table.eps))
+    return pd.DataFrame.from_dict(
+        {row.label: row.reported for row in table.rows}, orient="index", columns=list(table.eps)
+    )
 
 
 def _row_order(dataset: str, norm: str, label: str) -> tuple[int, str]:
@@ -105,15 +120,19 @@ def report_tables(records: Sequence[ResultRecord]) -> list[tuple[str, pd.DataFra
             name = record.label
             if labels.count(name) > 1:
                 name = f"{name} (seed {record.seed}, {record.config_hash[:6]})"
-            rows[name] = {f"{eps:g}": f"{100 * acc:.1f}" + ("*" if rise else "")
-                          for eps, acc, rise in zip(record.eps, record.accuracy, record.rises)}
+            rows[name] = {
+                f"{eps:g}": f"{100 * acc:.1f}" + ("*" if rise else "")
+                for eps, acc, rise in zip(record.eps, record.accuracy, record.rises)
+            }
         frame = pd.DataFrame.from_dict(rows, orient="index")
         frame = frame[sorted(frame.columns, key=float)].fillna("")
         frame.index.name = "method"
         n_tests = sorted({r.n_test for r in group}, key=str)
         steps = sorted({r.config.eval_steps for r in group}, key=str)
-        caption = (f"{dataset} / {norm}: robust accuracy (%) by eps; profile {profile}, "
-                   f"n_test {'/'.join(map(str, n_tests))}, PGD steps {'/'.join(map(str, steps))}")
+        caption = (
+            f"{dataset} / {norm}: robust accuracy (%) by eps; profile {profile}, "
+            f"n_test {'/'.join(map(str, n_tests))}, PGD steps {'/'.join(map(str, steps))}"
+        )
         if any("*" in value for row in rows.values() for value in row.values()):
             caption += " (* = higher than at the previous eps: gradient masking?)"
         tables.append((caption, frame))

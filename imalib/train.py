@@ -43,15 +43,32 @@ class TrainResult:
         return self.state.margins
 
 
-def save_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, state: MethodState,
-                    epoch: int, history: list[dict[str, Any]]) -> None:
+def save_checkpoint(
+    path: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: MethodState,
+    epoch: int,
+    history: list[dict[str, Any]],
+) -> None:
     """Write the checkpoint after ``epoch`` epochs (atomically): weights, optimizer, method state, log."""
-    save_torch(path, {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "method_state": state.state_dict(), "epoch": epoch, "history": history})
+    save_torch(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "method_state": state.state_dict(),
+            "epoch": epoch,
+            "history": history,
+        },
+    )
 
 
-def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: MethodState) -> tuple[int, list[dict[str, Any]]]:
+def load_checkpoint(
+    path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, state: MethodState
+) -> tuple[int, list[dict[str, Any]]]:
     """Restore ``model``, ``optimizer`` and ``state`` from ``path``; returns (epochs done, history).
 
     Every problem (not a checkpoint, another model, another run's state, an
@@ -63,8 +80,10 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
         raise CheckpointError(f"{path} is not a training checkpoint of imalib; delete it to start again")
     version = saved.get("format", 1)
     if version not in (1, CHECKPOINT_FORMAT):
-        raise CheckpointError(f"{path} has checkpoint format {version!r}, which this imalib cannot read; "
-                              f"delete it to start that run again")
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r}, which this imalib cannot read; "
+            f"delete it to start that run again"
+        )
     load_state(model, saved["model"], path)
     try:
         optimizer.load_state_dict(saved["optimizer"])
@@ -75,8 +94,10 @@ def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
             state.load_state_dict(saved["method_state"])
         return int(saved["epoch"]), list(saved["history"])
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} is incomplete or from another run ({type(error).__name__}: "
-                              f"{error}); delete it to start that run again") from None
+        raise CheckpointError(
+            f"{path} is incomplete or from another run ({type(error).__name__}: "
+            f"{error}); delete it to start that run again"
+        ) from None
 
 
 def epoch_generator(seed: int, epoch: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -130,14 +151,20 @@ def fit(
     for epoch in range(start, epochs):
         model.train()
         order = epoch_generator(seed, epoch, 0)
-        ctx = BatchContext(clip=clip, generator=epoch_generator(seed, epoch, 1, device), epochs=epochs,
-                           batch_size=batch_size)
+        ctx = BatchContext(
+            clip=clip, generator=epoch_generator(seed, epoch, 1, device), epochs=epochs, batch_size=batch_size
+        )
         totals: dict[str, float] = {}
         correct = 0
         began = time.perf_counter()
         batches = train.batches(batch_size, generator=order, device=device)
-        bar = tqdm(batches, desc=f"{method.name} epoch {epoch + 1}/{epochs}", total=train.n_batches(batch_size),
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            batches,
+            desc=f"{method.name} epoch {epoch + 1}/{epochs}",
+            total=train.n_batches(batch_size),
+            disable=not progress,
+            leave=False,
+        )
         for number, (x, y, idx) in enumerate(bar):
             out = method.batch_loss(model, x, y, idx, state, ctx)
             if not math.isfinite(out.loss.item()):
@@ -154,15 +181,19 @@ def fit(
             if stop_after_batches is not None and seen_batches >= stop_after_batches:
                 return result
         method.end_epoch(model, _Ordered(train, device), state, ctx)
-        entry: dict[str, Any] = {"epoch": epoch + 1, "train_acc": correct / len(train),
-                                 "seconds": time.perf_counter() - began}
+        entry: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_acc": correct / len(train),
+            "seconds": time.perf_counter() - began,
+        }
         entry.update({key: value / len(train) for key, value in totals.items()})
         if state.margins is not None:
             entry["mean_margin"] = float(state.margins.values.mean())
         result.history.append(entry)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model=model, optimizer=optimizer, state=state, epoch=epoch + 1,
-                            history=result.history)
+            save_checkpoint(
+                checkpoint, model=model, optimizer=optimizer, state=state, epoch=epoch + 1, history=result.history
+            )
     return result
 
 

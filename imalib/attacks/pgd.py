@@ -37,9 +37,21 @@ def pgd(
     delta_init: Tensor | None = None,
 ) -> Tensor:
     """Untargeted PGD inside the eps-ball; x_adv only (:func:`pgd_tracked` documents the arguments)."""
-    return pgd_tracked(model, x, y, eps, norm=norm, steps=steps, step_size=step_size, loss=loss,
-                       rand_init=rand_init, clip=clip, generator=generator, stop_on_success=stop_on_success,
-                       delta_init=delta_init)[0]
+    return pgd_tracked(
+        model,
+        x,
+        y,
+        eps,
+        norm=norm,
+        steps=steps,
+        step_size=step_size,
+        loss=loss,
+        rand_init=rand_init,
+        clip=clip,
+        generator=generator,
+        stop_on_success=stop_on_success,
+        delta_init=delta_init,
+    )[0]
 
 
 def pgd_tracked(

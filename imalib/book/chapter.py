@@ -62,8 +62,11 @@ def rising_rows(dataset: str, norm: str) -> dict[str, list[tuple[float, float, f
     table = paper_table(dataset, norm)
     rising: dict[str, list[tuple[float, float, float, float]]] = {}
     for row in table.rows:
-        steps = [(table.eps[k], table.eps[k + 1], row.reported[k], row.reported[k + 1])
-                 for k in range(len(table.eps) - 1) if row.reported[k + 1] > row.reported[k]]
+        steps = [
+            (table.eps[k], table.eps[k + 1], row.reported[k], row.reported[k + 1])
+            for k in range(len(table.eps) - 1)
+            if row.reported[k + 1] > row.reported[k]
+        ]
         if steps:
             rising[row.label] = steps
     return rising
@@ -85,13 +88,25 @@ def scale_caption(dataset: str, profile: str) -> str:
     scale = SCALES[(dataset, profile)]
     train = "the full training set" if scale.n_train is None else f"{scale.n_train} training images"
     test = "the full test set" if scale.n_test is None else f"{scale.n_test} test images"
-    return (f"profile `{profile}`: {scale.epochs} epochs, batch {scale.batch_size}, {train}, {test}, "
-            f"{scale.eval_steps}-step PGD for evaluation")
+    return (
+        f"profile `{profile}`: {scale.epochs} epochs, batch {scale.batch_size}, {train}, {test}, "
+        f"{scale.eval_steps}-step PGD for evaluation"
+    )
 
 
-def table_section(dataset: str, norm: str, profile: str, *, results_root: str | Path, data_root: str | Path | None,
-                  train_missing: bool, workers: int = 1, device: str = "auto", seed: int = 0,
-                  data_params: dict[str, Any] | None = None) -> dict[str, Any]:
+def table_section(
+    dataset: str,
+    norm: str,
+    profile: str,
+    *,
+    results_root: str | Path,
+    data_root: str | Path | None,
+    train_missing: bool,
+    workers: int = 1,
+    device: str = "auto",
+    seed: int = 0,
+    data_params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Reproduce the paper's table for (dataset, norm) and glue it under the prefix '<dataset>_<norm>_'.
 
     Glued names: ``caption``, ``status``, ``ours``, ``side``, ``curves``, ``hist``, ``steps``, ``paper_rising``,
@@ -107,36 +122,56 @@ def table_section(dataset: str, norm: str, profile: str, *, results_root: str | 
     absent = data_status(dataset, data_root, data_params)
     if absent is not None and train_missing:
         train_missing = False
-    runs, missing = available(configs, results_root=results_root, data_root=data_root, device=device,
-                              workers=workers, train_missing=train_missing)
+    runs, missing = available(
+        configs,
+        results_root=results_root,
+        data_root=data_root,
+        device=device,
+        workers=workers,
+        train_missing=train_missing,
+    )
     paper = tables.paper_frame(dataset, norm)
     glue_table(key + "paper", paper, index_name="method (paper)")
     glue_text(key + "missing", "none" if not missing else ", ".join(c.label for c in missing))
     if not runs:
-        reason = f"the data is not in the data root ({absent})" if absent else \
-            "these runs have not been executed at this profile yet"
-        glue_text(key + "status", f"**Not reproduced here yet**: no result record exists for {profile} "
-                                  f"({reason}). The paper's numbers are shown alone.")
+        reason = (
+            f"the data is not in the data root ({absent})"
+            if absent
+            else "these runs have not been executed at this profile yet"
+        )
+        glue_text(
+            key + "status",
+            f"**Not reproduced here yet**: no result record exists for {profile} "
+            f"({reason}). The paper's numbers are shown alone.",
+        )
         for name in ("ours", "side", "rises"):
             glue_text(key + name, "(no result records)")
-        glue_figure(key + "curves", plot_paper_curves(paper, title=f"{dataset}, {norm}: the paper's Table {number}",
-                                                      xlabel=f"noise level ({norm})"))
+        glue_figure(
+            key + "curves",
+            plot_paper_curves(
+                paper, title=f"{dataset}, {norm}: the paper's Table {number}", xlabel=f"noise level ({norm})"
+            ),
+        )
         glue_text(key + "hist", "No IMA or MMA run exists here, so there are no margins to show.")
         return {"runs": [], "missing": missing}
     order = [label for label in paper_table(dataset, norm).labels if any(r.config.label == label for r in runs)]
     frame = tables.results_frame(runs)
     mean = tables.mean_table(frame, order=order)
     n_test = runs[0].record.n_test
-    glue_text(key + "status", f"{len(runs)} of {len(configs)} rows measured at profile `{profile}` "
-                              f"on {n_test} test images (seed {seed}, one training run per row). With {n_test} "
-                              f"test images an accuracy carries a binomial standard error of up to "
-                              f"{0.5 / np.sqrt(n_test):.3f}; differences smaller than about twice that are "
-                              f"not resolved at this scale.")
+    glue_text(
+        key + "status",
+        f"{len(runs)} of {len(configs)} rows measured at profile `{profile}` "
+        f"on {n_test} test images (seed {seed}, one training run per row). With {n_test} "
+        f"test images an accuracy carries a binomial standard error of up to "
+        f"{0.5 / np.sqrt(n_test):.3f}; differences smaller than about twice that are "
+        f"not resolved at this scale.",
+    )
     glue_table(key + "ours", mean.round(3), index_name="method (ours)")
     glue_table(key + "side", tables.side_by_side(mean, paper), index_name="method")
     glue_text(key + "rises", int(frame["rises"].sum()))
-    fig = plot_accuracy_curves(mean, paper, title=f"{dataset}, {norm}, profile {profile}",
-                                      xlabel=f"noise level ({norm})")
+    fig = plot_accuracy_curves(
+        mean, paper, title=f"{dataset}, {norm}, profile {profile}", xlabel=f"noise level ({norm})"
+    )
     glue_figure(key + "curves", fig)
     stored = {r.config.label: load_margins(r) for r in runs}
     margins = {label: values for label, values in stored.items() if values is not None}
@@ -158,18 +193,30 @@ def white_noise_section(runs: list[Run], absent: str | None, data_root: str | Pa
 
     ce = [r for r in runs if r.config.label == "ce"]
     if not (ce and absent is None and all(r.has_weights for r in runs)):
-        return {"covid_white": f"not measured: no `ce` record on real data yet (the paper reports {WHITE_NOISE_ERROR_RATE:g})",
-                "covid_examples": "Not drawn: the examples need the real CT images and the trained models."}
+        return {
+            "covid_white": "not measured: no `ce` record on real data yet "
+            f"(the paper reports {WHITE_NOISE_ERROR_RATE:g})",
+            "covid_examples": "Not drawn: the examples need the real CT images and the trained models.",
+        }
     config = ce[0].config
-    splits = load_splits("covid", root=data_root, n_train=config.n_train, n_test=config.n_test, seed=config.seed,
-                         params=dict(config.data_params))
+    splits = load_splits(
+        "covid",
+        root=data_root,
+        n_train=config.n_train,
+        n_test=config.n_test,
+        seed=config.seed,
+        params=dict(config.data_params),
+    )
     rate = white_noise_error_rate(ce[0].model, splits.test.inputs(), splits.test.y, level=0.05, repeats=10)
     shown = [r for r in runs if r.config.label in ("ima", "mma", "adv0.1", "ce")]
     x, y = splits.test.inputs()[:1], splits.test.y[:1]
     from imalib.book.plots import plot_noisy_examples
 
-    return {"covid_white": f"{rate:.4f} (ours, 10 noise draws per test image) against the paper's {WHITE_NOISE_ERROR_RATE:g}",
-            "covid_examples": plot_noisy_examples(shown, x, y, [0.0, 0.05, 0.1, 0.2, 0.3])}
+    return {
+        "covid_white": f"{rate:.4f} (ours, 10 noise draws per test image) "
+        f"against the paper's {WHITE_NOISE_ERROR_RATE:g}",
+        "covid_examples": plot_noisy_examples(shown, x, y, [0.0, 0.05, 0.1, 0.2, 0.3]),
+    }
 
 
 def _cost_rows(results_root: str | Path) -> pd.DataFrame:
@@ -178,9 +225,19 @@ def _cost_rows(results_root: str | Path) -> pd.DataFrame:
     rows = []
     for path in sorted(Path(results_root).glob("*/*/result.json")):
         r = json.loads(path.read_text())
-        rows.append({"dataset": r["dataset"], "norm": r["norm"], "profile": r["profile"], "method": r["label"],
-                     "seed": r["seed"], "train_seconds": r["train_seconds"], "eval_seconds": r["eval_seconds"],
-                     "threads": r["environment"]["torch_threads"], "device": r["environment"]["cuda"] or "cpu"})
+        rows.append(
+            {
+                "dataset": r["dataset"],
+                "norm": r["norm"],
+                "profile": r["profile"],
+                "method": r["label"],
+                "seed": r["seed"],
+                "train_seconds": r["train_seconds"],
+                "eval_seconds": r["eval_seconds"],
+                "threads": r["environment"]["torch_threads"],
+                "device": r["environment"]["cuda"] or "cpu",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -190,9 +247,17 @@ def run_costs(results_root: str | Path) -> pd.DataFrame | str:
     frame = _cost_rows(results_root)
     if not len(frame):
         return "no result records yet"
-    grouped = frame.groupby(["dataset", "norm", "profile", "method"], sort=True).agg(
-        runs=("seed", "count"), train_min=("train_seconds", "mean"), eval_min=("eval_seconds", "mean"),
-        device=("device", "first"), threads=("threads", "first")).reset_index()
+    grouped = (
+        frame.groupby(["dataset", "norm", "profile", "method"], sort=True)
+        .agg(
+            runs=("seed", "count"),
+            train_min=("train_seconds", "mean"),
+            eval_min=("eval_seconds", "mean"),
+            device=("device", "first"),
+            threads=("threads", "first"),
+        )
+        .reset_index()
+    )
     grouped["train_min"] = (grouped["train_min"] / 60).round(2)
     grouped["eval_min"] = (grouped["eval_min"] / 60).round(2)
     return grouped.set_index("dataset")
@@ -218,11 +283,19 @@ def cost_totals(results_root: str | Path) -> dict[str, str]:
 
 def profile_table() -> pd.DataFrame:
     """Every profile's numbers (imalib.profiles.SCALES): one row per (dataset, profile)."""
-    rows = [{"dataset": dataset, "profile": profile, "epochs": scale.epochs, "batch": scale.batch_size,
-             "training samples": "all" if scale.n_train is None else scale.n_train,
-             "test samples": "all" if scale.n_test is None else scale.n_test,
-             "evaluation PGD steps": scale.eval_steps, "evaluation batch": scale.eval_batch}
-            for (dataset, profile), scale in SCALES.items()]
+    rows = [
+        {
+            "dataset": dataset,
+            "profile": profile,
+            "epochs": scale.epochs,
+            "batch": scale.batch_size,
+            "training samples": "all" if scale.n_train is None else scale.n_train,
+            "test samples": "all" if scale.n_test is None else scale.n_test,
+            "evaluation PGD steps": scale.eval_steps,
+            "evaluation batch": scale.eval_batch,
+        }
+        for (dataset, profile), scale in SCALES.items()
+    ]
     return pd.DataFrame(rows).set_index("dataset")
 
 
@@ -244,9 +317,15 @@ def chapter_parameters(names: tuple[str, ...] | None = None) -> pd.DataFrame:
             if "=" not in code:
                 continue
             key, _, value = code.partition("=")
-            ast.parse(value.strip(), mode="eval")   # a parameter's default is one Python expression
-            rows.append({"chapter": name, "parameter": f"`{key.strip()}`", "default": f"`{value.strip()}`",
-                         "meaning": comment.strip()})
+            ast.parse(value.strip(), mode="eval")  # a parameter's default is one Python expression
+            rows.append(
+                {
+                    "chapter": name,
+                    "parameter": f"`{key.strip()}`",
+                    "default": f"`{value.strip()}`",
+                    "meaning": comment.strip(),
+                }
+            )
     return pd.DataFrame(rows).set_index("chapter")
 
 
@@ -257,8 +336,14 @@ def benchmark_table(folder: str | Path) -> pd.DataFrame | str:
     bench = []
     for path in sorted(Path(folder).glob("*.json")):
         b = json.loads(path.read_text())
-        bench.append({"benchmark": b["name"], "measured": b["summary"], "target": b.get("target", ""),
-                      "command": f"`{b['command']}`"})
+        bench.append(
+            {
+                "benchmark": b["name"],
+                "measured": b["summary"],
+                "target": b.get("target", ""),
+                "command": f"`{b['command']}`",
+            }
+        )
     if not bench:
         return "no benchmark records yet: run `make bench`"
     return pd.DataFrame(bench).set_index("benchmark")

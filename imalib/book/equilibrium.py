@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_expit
 
-SCALE = 10.0   # the fixed slope of the 1-D model in checks 1-4 (check 5 frees it)
+SCALE = 10.0  # the fixed slope of the 1-D model in checks 1-4 (check 5 frees it)
 
 
 def boundary_loss(shift: float, samples_i: np.ndarray, samples_j: np.ndarray, scale: float = SCALE) -> float:
@@ -44,8 +44,9 @@ def am_gm_gap(p_i: np.ndarray, p_j: np.ndarray) -> np.ndarray:
     return -np.log(p_i * p_j) + np.log(((p_i + p_j) / 2) ** 2)
 
 
-def weighted_loss(shift: float, samples_i: np.ndarray, samples_j: np.ndarray, weight_i: float,
-                  scale: float = SCALE) -> float:
+def weighted_loss(
+    shift: float, samples_i: np.ndarray, samples_j: np.ndarray, weight_i: float, scale: float = SCALE
+) -> float:
     """Eqs. (4)-(6) read as what they are, a mixture: ``weight_i`` E[-log P_i] + (1 - ``weight_i``) E[-log P_j],
     where the weights are the shares of the boundary's noisy samples that come from each class."""
     loss_i = -log_expit(scale * (shift - np.asarray(samples_i))).mean()
@@ -65,18 +66,24 @@ def best_on_grid(loss: Any, shifts: np.ndarray, slopes: np.ndarray) -> tuple[flo
     return float(shifts[i]), float(slopes[j]), float(values[i, j])
 
 
-def three_class(samples_1: np.ndarray, samples_2: np.ndarray, third: float, shifts: np.ndarray,
-                scale: float = SCALE) -> dict[str, float]:
+def three_class(
+    samples_1: np.ndarray, samples_2: np.ndarray, third: float, shifts: np.ndarray, scale: float = SCALE
+) -> dict[str, float]:
     """A three-class softmax with logits (s(shift - x)/2, -s(shift - x)/2, ``third``) on noisy samples of classes
     1 and 2 on their boundary B_12: the minimising shift, E there, and the bound (8) there, which with a third
     class is -log((P_1 + P_2)/2)^2 = 2 log 2 - 2 log(1 - P_3): not a constant."""
+
     def probabilities(shift: float, x: np.ndarray) -> np.ndarray:
         z = np.stack([scale * (shift - x) / 2, -scale * (shift - x) / 2, np.full_like(x, third)], axis=1)
         z = z - z.max(axis=1, keepdims=True)
         return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
-    losses = np.array([-np.log(probabilities(s, samples_1)[:, 0]).mean() - np.log(probabilities(s, samples_2)[:, 1]).mean()
-                       for s in shifts])
+    losses = np.array(
+        [
+            -np.log(probabilities(s, samples_1)[:, 0]).mean() - np.log(probabilities(s, samples_2)[:, 1]).mean()
+            for s in shifts
+        ]
+    )
     best = float(shifts[losses.argmin()])
     p = probabilities(best, np.concatenate([samples_1, samples_2]))
     bound = float(-np.log(((p[:, 0] + p[:, 1]) / 2) ** 2).mean())
@@ -93,16 +100,16 @@ def checks(seed: int = 0) -> dict[str, Any]:
 
     rng = np.random.default_rng(seed)
     shifts = np.linspace(-0.5, 0.5, 2001)
-    same = rng.normal(0.0, 0.05, 4000)                 # both classes' noisy samples: one distribution around 0
+    same = rng.normal(0.0, 0.05, 4000)  # both classes' noisy samples: one distribution around 0
     losses_same = scan(same[:2000], same[2000:], shifts)
     best_same = shifts[losses_same.argmin()]
     p_i, p_j = probabilities_at(best_same, same)
     point_mass = scan(np.zeros(1), np.zeros(1), shifts)
-    shifted_i, shifted_j = rng.normal(-0.1, 0.05, 2000), rng.normal(0.15, 0.05, 2000)   # unequal distributions
+    shifted_i, shifted_j = rng.normal(-0.1, 0.05, 2000), rng.normal(0.15, 0.05, 2000)  # unequal distributions
     losses_diff = scan(shifted_i, shifted_j, shifts)
     best_diff = shifts[losses_diff.argmin()]
     p = rng.uniform(1e-6, 1.0, (2, 100000))
-    p = p / np.maximum(p.sum(0), 1.0)                   # any P_i, P_j with P_i + P_j <= 1
+    p = p / np.maximum(p.sum(0), 1.0)  # any P_i, P_j with P_i + P_j <= 1
     gaps = am_gm_gap(p[0], p[1])
     # 5. the slope: with it free, the noisy samples alone prefer a flat model; clean samples pin it
     slopes = np.geomspace(1e-3, 1e3, 121)
@@ -110,8 +117,9 @@ def checks(seed: int = 0) -> dict[str, Any]:
     fixed = boundary_loss(best_same, same[:2000], same[2000:])
     free = best_on_grid(lambda a, b: boundary_loss(a, same[:2000], same[2000:], b), coarse, slopes)
     clean_i, clean_j = rng.normal(-0.5, 0.1, 2000), rng.normal(0.5, 0.1, 2000)
-    pinned = best_on_grid(lambda a, b: clean_loss(a, clean_i, clean_j, b) +
-                          boundary_loss(a, same[:2000], same[2000:], b), coarse, slopes)
+    pinned = best_on_grid(
+        lambda a, b: clean_loss(a, clean_i, clean_j, b) + boundary_loss(a, same[:2000], same[2000:], b), coarse, slopes
+    )
     # 6. eqs. (4)-(6) as a mixture: three class-i noisy samples for every class-j one on the same boundary
     weighted = np.array([weighted_loss(float(s), same[:2000], same[2000:], 0.75) for s in shifts])
     # 7. three classes: the third class's logit changes E and the bound (8) at the minimiser
@@ -137,7 +145,7 @@ def checks(seed: int = 0) -> dict[str, Any]:
         "eq_three_table": three_class_table(thirds),
         "eq_three_shift_max": format(max(abs(t["shift"]) for t in thirds.values()), ".4f"),
         "eq_three_bound_range": f"{min(t['bound'] for t in thirds.values()):.3f} to "
-                                f"{max(t['bound'] for t in thirds.values()):.3f}",
+        f"{max(t['bound'] for t in thirds.values()):.3f}",
         "eq_three_gap_min": format(min(t["loss"] - t["bound"] for t in thirds.values()), ".3f"),
     }
 
@@ -146,7 +154,16 @@ def three_class_table(thirds: dict[float, dict[str, float]]) -> Any:
     """The three-class check as a table: one row per value of the third class's logit."""
     import pandas as pd
 
-    frame = pd.DataFrame([{"third logit": f"{third:g}", "mean P_3": f"{t['p3']:.3f}",
-                           "minimising shift": f"{t['shift']:+.4f}", "E there": f"{t['loss']:.3f}",
-                           "bound (8) there": f"{t['bound']:.3f}"} for third, t in thirds.items()])
+    frame = pd.DataFrame(
+        [
+            {
+                "third logit": f"{third:g}",
+                "mean P_3": f"{t['p3']:.3f}",
+                "minimising shift": f"{t['shift']:+.4f}",
+                "E there": f"{t['loss']:.3f}",
+                "bound (8) there": f"{t['bound']:.3f}",
+            }
+            for third, t in thirds.items()
+        ]
+    )
     return frame.set_index("third logit")

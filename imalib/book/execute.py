@@ -29,8 +29,9 @@ def to_notebook(source: Path) -> Any:
     import jupytext
 
     if not source.exists():
-        raise FileNotFoundError(f"no chapter {source}: the chapters are {', '.join(f'{n}.md' for n in NOTEBOOKS)} "
-                                f"in {ROOT / 'notebooks'}")
+        raise FileNotFoundError(
+            f"no chapter {source}: the chapters are {', '.join(f'{n}.md' for n in NOTEBOOKS)} in {ROOT / 'notebooks'}"
+        )
     notebook = jupytext.read(source)
     notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     return notebook
@@ -67,8 +68,14 @@ def hide_injected(path: Path) -> None:
     nbformat.write(notebook, path)
 
 
-def execute(name: str, parameters: dict[str, Any], *, source: Path | None = None, target: Path | None = None,
-            cwd: Path | None = None) -> Path:
+def execute(
+    name: str,
+    parameters: dict[str, Any],
+    *,
+    source: Path | None = None,
+    target: Path | None = None,
+    cwd: Path | None = None,
+) -> Path:
     """Run the chapter ``notebooks/<name>.md`` with ``parameters``; write the executed copy atomically."""
     import papermill
 
@@ -79,8 +86,14 @@ def execute(name: str, parameters: dict[str, Any], *, source: Path | None = None
     handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=target.parent)
     os.close(handle)
     try:
-        papermill.execute_notebook(to_notebook(source), tmp, parameters=portable(parameters, cwd), cwd=str(cwd),
-                                   kernel_name="python3", progress_bar=False)
+        papermill.execute_notebook(
+            to_notebook(source),
+            tmp,
+            parameters=portable(parameters, cwd),
+            cwd=str(cwd),
+            kernel_name="python3",
+            progress_bar=False,
+        )
         hide_injected(Path(tmp))
         os.replace(tmp, target)
     finally:
@@ -93,13 +106,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m imalib.book", description=__doc__)
     parser.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"))
     parser.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="run only these notebooks")
-    parser.add_argument("--no-train", action="store_true",
-                        help="report the finished runs only; never start training (the book build in CI)")
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="report the finished runs only; never start training (the book build in CI)",
+    )
     parser.add_argument("--results-root", default=str(ROOT / "results"))
     parser.add_argument("--data-root", default=os.environ.get("IMALIB_DATA_ROOT"))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--device", default="auto",
-                        help="where the chapters train and evaluate: auto (CUDA if available, else CPU), cpu, cuda")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the chapters train and evaluate: auto (CUDA if available, else CPU), cpu, cuda",
+    )
     args = parser.parse_args(argv)
     from imalib.device import device_name
     from imalib.errors import ConfigError
@@ -109,8 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         parser.exit(2, f"error: {error}\n")
     for name in args.only or NOTEBOOKS:
-        parameters = {"profile": args.profile, "train_missing": not args.no_train, "results_root": args.results_root,
-                      "data_root": args.data_root, "workers": args.workers}
+        parameters = {
+            "profile": args.profile,
+            "train_missing": not args.no_train,
+            "results_root": args.results_root,
+            "data_root": args.data_root,
+            "workers": args.workers,
+        }
         if name in TRAINING_CHAPTERS:
             parameters["device"] = device
         print(f"executing notebooks/{name}.md ({args.profile})", file=sys.stderr, flush=True)

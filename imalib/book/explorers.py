@@ -46,13 +46,25 @@ from imalib.io import load_state, load_torch
 from imalib.runs import Run, load_run
 
 MOONS_ORDER = ("ima", "mma", "trades", "adv0.3", "ce")
-EXACT_RESOLUTION = 1e-3          # the spacing of the committed exact analyses (imalib.moons_study.RESOLUTION)
+EXACT_RESOLUTION = 1e-3  # the spacing of the committed exact analyses (imalib.moons_study.RESOLUTION)
 RESTARTS_FILE = "analysis-pgd-restarts10.json"
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 BLUE, RED = "#2171b5", "#cb181d"
-NO_KERNEL_NOTE = ("<i>Precomputed frames: these controls work in the page without a kernel. Open the notebook "
-                  "in Jupyter for the full explorer (every seed and noise level, any image).</i>")
+NO_KERNEL_NOTE = (
+    "<i>Precomputed frames: these controls work in the page without a kernel. Open the notebook "
+    "in Jupyter for the full explorer (every seed and noise level, any image).</i>"
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,8 +93,9 @@ def _finished_runs(folder: Path) -> list[Path]:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th style='padding:0 8px'>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td style='padding:0 8px'>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='padding:0 8px'>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -116,7 +129,7 @@ class _Explorer:
     def update(self) -> None:
         began = time.perf_counter()
         self.draw()
-        if not self._framing:   # while frames are precomputed, each frame is encoded once, by snapshot()
+        if not self._framing:  # while frames are precomputed, each frame is encoded once, by snapshot()
             self.image.value = figure_png(self.figure, self.dpi)
         self.timings.append(time.perf_counter() - began)
 
@@ -136,14 +149,19 @@ class _Explorer:
 
     def snapshot(self) -> widgets.VBox:
         """What the explorer shows now, as a frame of a page without a kernel (JPEG: 35 frames stay small)."""
-        return widgets.VBox([widgets.Image(value=figure_png(self.figure, self.dpi, "jpeg"), format="jpeg"),
-                             widgets.HTML(self.text.value)])
+        return widgets.VBox(
+            [
+                widgets.Image(value=figure_png(self.figure, self.dpi, "jpeg"), format="jpeg"),
+                widgets.HTML(self.text.value),
+            ]
+        )
 
     figure: Figure
 
 
-def _stack_frames(frames: Sequence[Sequence[widgets.Widget]], outer: widgets.Widget,
-                  inner: widgets.Widget) -> widgets.Stack:
+def _stack_frames(
+    frames: Sequence[Sequence[widgets.Widget]], outer: widgets.Widget, inner: widgets.Widget
+) -> widgets.Stack:
     """A Stack of Stacks: ``outer``'s index selects the row, ``inner``'s index the frame in it (jslinked,
     so the selection works in the browser without a kernel)."""
     rows = [widgets.Stack(children=list(row), selected_index=0) for row in frames]
@@ -178,8 +196,10 @@ def moons_runs(results_root: str | Path = "results") -> dict[MoonsKey, Path]:
         key = MoonsKey(label, float(config["data_params"].get("noise", 0.1)), int(config["seed"]))
         found[key] = path
     if not found:
-        raise FileNotFoundError(f"no finished Moons run under {Path(results_root) / 'moons'}; give the results "
-                                f"root that holds them (results_root=...) or run the Moons notebook first")
+        raise FileNotFoundError(
+            f"no finished Moons run under {Path(results_root) / 'moons'}; give the results "
+            f"root that holds them (results_root=...) or run the Moons notebook first"
+        )
     return found
 
 
@@ -193,23 +213,26 @@ class _MoonsData:
 
     run: Run
     splits: Splits
-    robust: torch.Tensor                   # (eps, test) the paper's PGD verdicts (robust.pt)
-    exact: dict[str, Any]                  # analysis-exact.json
-    restarts: dict[str, Any] | None        # analysis-pgd-restarts10.json, where it was computed
-    offsets: torch.Tensor                  # per test point, the cached nearest-witness offset (inf: none)
+    robust: torch.Tensor  # (eps, test) the paper's PGD verdicts (robust.pt)
+    exact: dict[str, Any]  # analysis-exact.json
+    restarts: dict[str, Any] | None  # analysis-pgd-restarts10.json, where it was computed
+    offsets: torch.Tensor  # per test point, the cached nearest-witness offset (inf: none)
     grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    witnesses: dict[int, np.ndarray] | None = None   # test index -> misclassified point inside its square
+    witnesses: dict[int, np.ndarray] | None = None  # test index -> misclassified point inside its square
 
 
 def _load_moons(path: Path) -> _MoonsData:
     run = load_run(path)
     exact = _read_json(path / "analysis-exact.json")
     if exact is None:
-        raise FileNotFoundError(f"{path} has no analysis-exact.json: run the Moons notebook (it computes and "
-                                f"caches the exact analysis) before exploring this run")
+        raise FileNotFoundError(
+            f"{path} has no analysis-exact.json: run the Moons notebook (it computes and "
+            f"caches the exact analysis) before exploring this run"
+        )
     config = run.config
-    splits = load_splits("moons", n_train=config.n_train, n_test=config.n_test, seed=config.seed,
-                         params=dict(config.data_params))
+    splits = load_splits(
+        "moons", n_train=config.n_train, n_test=config.n_test, seed=config.seed, params=dict(config.data_params)
+    )
     offsets = torch.tensor([math.inf if v is None else v for v in exact["witness_offset"]], dtype=torch.float64)
     robust = torch.load(path / "robust.pt", weights_only=True)
     return _MoonsData(run, splits, robust, exact, _read_json(path / RESTARTS_FILE), offsets)
@@ -227,22 +250,32 @@ class MoonsExplorer(_Explorer):
     ylim = (-1.1, 1.6)
     grid_points = 160
 
-    def __init__(self, results_root: str | Path = "results", *, method: str = "ima", seed: int | None = None,
-                 noise: float | None = None, eps: float | None = None) -> None:
+    def __init__(
+        self,
+        results_root: str | Path = "results",
+        *,
+        method: str = "ima",
+        seed: int | None = None,
+        noise: float | None = None,
+        eps: float | None = None,
+    ) -> None:
         super().__init__()
         self.runs = moons_runs(results_root)
         self._cache: dict[Path, _MoonsData] = {}
         labels = _ordered({k.label for k in self.runs})
         seeds = sorted({k.seed for k in self.runs})
         noises = sorted({k.noise for k in self.runs})
-        self.method = widgets.Dropdown(options=labels, value=method if method in labels else labels[0],
-                                       description="method")
+        self.method = widgets.Dropdown(
+            options=labels, value=method if method in labels else labels[0], description="method"
+        )
         self.seed = widgets.Dropdown(options=seeds, value=seeds[0] if seed is None else seed, description="seed")
-        self.noise = widgets.Dropdown(options=noises, value=(0.1 if 0.1 in noises else noises[0]) if noise is None
-                                      else noise, description="noise")
+        self.noise = widgets.Dropdown(
+            options=noises, value=(0.1 if 0.1 in noises else noises[0]) if noise is None else noise, description="noise"
+        )
         eps_grid = self._data().run.config.eval_eps
-        self.eps = widgets.SelectionSlider(options=list(eps_grid), value=eps_grid[-1] if eps is None else eps,
-                                           description="eps")
+        self.eps = widgets.SelectionSlider(
+            options=list(eps_grid), value=eps_grid[-1] if eps is None else eps, description="eps"
+        )
         self.figure = Figure(figsize=(5.6, 4.2))
         self.ax = self.figure.add_subplot()
         self._drawn_run: Path | None = None
@@ -250,8 +283,17 @@ class MoonsExplorer(_Explorer):
         self.points = self.ax.scatter([], [], s=2, alpha=0.5)
         self.squares = PatchCollection([], facecolor="none", edgecolor="0.15", linewidth=0.6, linestyle="--")
         self.ax.add_collection(self.squares)
-        self.witness_marks = self.ax.scatter([], [], marker="X", s=30, c=RED, edgecolors="k", linewidths=0.4,
-                                             label="misclassified point (exact search)", zorder=5)
+        self.witness_marks = self.ax.scatter(
+            [],
+            [],
+            marker="X",
+            s=30,
+            c=RED,
+            edgecolors="k",
+            linewidths=0.4,
+            label="misclassified point (exact search)",
+            zorder=5,
+        )
         self.ax.set_xlim(*self.xlim)
         self.ax.set_ylim(*self.ylim)
         self.ax.set_xticks([])
@@ -259,8 +301,9 @@ class MoonsExplorer(_Explorer):
         self.figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92)
         self._watch([self.method, self.seed, self.noise, self.eps])
         self.update()
-        self.widget = widgets.VBox([widgets.HBox([self.method, self.seed, self.noise]), self.eps,
-                                    widgets.HBox([self.image, self.text])])
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.method, self.seed, self.noise]), self.eps, widgets.HBox([self.image, self.text])]
+        )
 
     # -- data
 
@@ -294,8 +337,13 @@ class MoonsExplorer(_Explorer):
             data.witnesses = {}
             if points:
                 idx = torch.tensor(points)
-                found = exact_linf_robust(data.run.model, data.splits.test.inputs(idx), data.splits.test.y[idx],
-                                          eps_grid, resolution=EXACT_RESOLUTION)
+                found = exact_linf_robust(
+                    data.run.model,
+                    data.splits.test.inputs(idx),
+                    data.splits.test.y[idx],
+                    eps_grid,
+                    resolution=EXACT_RESOLUTION,
+                )
                 for j, i in enumerate(points):
                     if bool(torch.isfinite(found.witness[j]).all()):
                         data.witnesses[i] = found.witness[j].numpy().astype(np.float64)
@@ -303,7 +351,11 @@ class MoonsExplorer(_Explorer):
 
     def accuracies(self, data: _MoonsData, eps: float) -> dict[str, float | None]:
         record = data.run.record
-        return {"PGD": _at({"eps": record.eps, "accuracy": record.accuracy}, eps), "PGD×20": _at(data.restarts, eps), "exact": _at(data.exact, eps)}
+        return {
+            "PGD": _at({"eps": record.eps, "accuracy": record.accuracy}, eps),
+            "PGD×20": _at(data.restarts, eps),
+            "exact": _at(data.exact, eps),
+        }
 
     # -- drawing
 
@@ -316,9 +368,11 @@ class MoonsExplorer(_Explorer):
             data.grid = decision_grid(data.run.model, self.xlim, self.ylim, n=self.grid_points)
         gx, gy, diff = data.grid
         self._background = [
-            self.ax.contourf(gx, gy, diff > 0, levels=[-0.5, 0.5, 1.5], colors=["#c6dbef", "#fcbba1"], alpha=0.6,
-                             zorder=0),
-            self.ax.contour(gx, gy, diff, levels=[0.0], colors="k", linewidths=1.2, zorder=1)]
+            self.ax.contourf(
+                gx, gy, diff > 0, levels=[-0.5, 0.5, 1.5], colors=["#c6dbef", "#fcbba1"], alpha=0.6, zorder=0
+            ),
+            self.ax.contour(gx, gy, diff, levels=[0.0], colors="k", linewidths=1.2, zorder=1),
+        ]
         test = data.splits.test
         self.points.set_offsets(test.inputs().numpy())
         self.points.set_color([RED if label == 1 else BLUE for label in test.y.tolist()])
@@ -341,21 +395,36 @@ class MoonsExplorer(_Explorer):
         marks = np.array([witnesses[i] for i in shown]).reshape(-1, 2)
         self.witness_marks.set_offsets(marks)
         key = self.key()
-        self.ax.set_title(f"{key.label}, noise {key.noise:g}, seed {key.seed}, eps {eps:g}: "
-                          f"{len(missed)} test points PGD calls robust, exact breaks", fontsize=8)
+        self.ax.set_title(
+            f"{key.label}, noise {key.noise:g}, seed {key.seed}, eps {eps:g}: "
+            f"{len(missed)} test points PGD calls robust, exact breaks",
+            fontsize=8,
+        )
         accuracy = self.accuracies(data, eps)
-        self.shown = {"run": data.run.path, "eps": eps, "accuracy": accuracy, "missed": missed,
-                      "witnessed": shown, "witnesses": marks}
+        self.shown = {
+            "run": data.run.path,
+            "eps": eps,
+            "accuracy": accuracy,
+            "missed": missed,
+            "witnessed": shown,
+            "witnesses": marks,
+        }
         self.text.value = self._describe(accuracy, eps, len(missed), len(shown))
 
     @staticmethod
     def _describe(accuracy: dict[str, float | None], eps: float, missed: int, witnessed: int) -> str:
-        rows = [(name, "not computed for this run" if value is None else f"{value:.4f}")
-                for name, value in (("PGD (paper's protocol)", accuracy["PGD"]),
-                                    ("PGD×20 (10 restarts per loss)", accuracy["PGD×20"]),
-                                    ("exact", accuracy["exact"]))]
-        note = (f"<p>{missed} points PGD calls robust at eps {eps:g} are not (dashed squares);"
-                f" {witnessed} of them with the misclassified point drawn.</p>")
+        rows = [
+            (name, "not computed for this run" if value is None else f"{value:.4f}")
+            for name, value in (
+                ("PGD (paper's protocol)", accuracy["PGD"]),
+                ("PGD×20 (10 restarts per loss)", accuracy["PGD×20"]),
+                ("exact", accuracy["exact"]),
+            )
+        ]
+        note = (
+            f"<p>{missed} points PGD calls robust at eps {eps:g} are not (dashed squares);"
+            f" {witnessed} of them with the misclassified point drawn.</p>"
+        )
         return f"<b>accuracy at eps {eps:g}</b>" + _table(["evaluation", "accuracy"], rows) + note
 
     # -- frames for a page without a kernel
@@ -403,11 +472,16 @@ class MarginExplorer(_Explorer):
 
     def __init__(self, results_root: str | Path = "results", *, noise: float = 0.1) -> None:
         super().__init__()
-        self.runs = {k: p for k, p in moons_runs(results_root).items()
-                     if k.noise == noise and (p / "analysis-calibration.json").exists()}
+        self.runs = {
+            k: p
+            for k, p in moons_runs(results_root).items()
+            if k.noise == noise and (p / "analysis-calibration.json").exists()
+        }
         if not self.runs:
-            raise FileNotFoundError(f"no Moons run at noise {noise:g} has analysis-calibration.json under "
-                                    f"{results_root}; run the Moons notebook (it computes the calibration)")
+            raise FileNotFoundError(
+                f"no Moons run at noise {noise:g} has analysis-calibration.json under "
+                f"{results_root}; run the Moons notebook (it computes the calibration)"
+            )
         labels = _ordered({k.label for k in self.runs})
         self.noise_level = noise
         self.method = widgets.Dropdown(options=labels, description="method")
@@ -449,14 +523,28 @@ class MarginExplorer(_Explorer):
         ok = under & (exact > 0)
         over = float((stored[ok] > 1.1 * exact[ok]).mean()) if ok.any() else float("nan")
         ratio = float(np.median(stored[ok] / exact[ok])) if ok.any() else float("nan")
-        self.shown = {"run": path, "cap": cap, "stored": stored, "exact": exact, "under": under,
-                      "n_under": int(under.sum()), "share_over": over}
-        rows = [("training points", str(len(stored))), ("stored margin under the cap", str(int(under.sum()))),
-                ("of those, stored > 1.1 × exact", f"{over:.3f}"), ("median stored / exact (under cap)", f"{ratio:.3f}"),
-                ("exact distances searched up to", f"{calibration['cap']:.3g}")]
-        self.text.value = ("<b>stored margins against exact distances</b>" + _table(["", ""], rows) +
-                           "<p>Above the dashed line: overestimated. At the cap a method cannot report more, "
-                           "so points farther away are underestimated by construction.</p>")
+        self.shown = {
+            "run": path,
+            "cap": cap,
+            "stored": stored,
+            "exact": exact,
+            "under": under,
+            "n_under": int(under.sum()),
+            "share_over": over,
+        }
+        rows = [
+            ("training points", str(len(stored))),
+            ("stored margin under the cap", str(int(under.sum()))),
+            ("of those, stored > 1.1 × exact", f"{over:.3f}"),
+            ("median stored / exact (under cap)", f"{ratio:.3f}"),
+            ("exact distances searched up to", f"{calibration['cap']:.3g}"),
+        ]
+        self.text.value = (
+            "<b>stored margins against exact distances</b>"
+            + _table(["", ""], rows)
+            + "<p>Above the dashed line: overestimated. At the cap a method cannot report more, "
+            "so points farther away are underestimated by construction.</p>"
+        )
 
     def frames(self) -> widgets.VBox:
         """Every method x seed, precomputed and tied to two dropdowns in the browser (jslink)."""
@@ -472,8 +560,9 @@ class MarginExplorer(_Explorer):
                 rows.append(row)
         method = widgets.Dropdown(options=labels, index=0, description="method")
         seed = widgets.Dropdown(options=seeds, index=0, description="seed")
-        return widgets.VBox([widgets.HTML(NO_KERNEL_NOTE), widgets.HBox([method, seed]),
-                             _stack_frames(rows, method, seed)])
+        return widgets.VBox(
+            [widgets.HTML(NO_KERNEL_NOTE), widgets.HBox([method, seed]), _stack_frames(rows, method, seed)]
+        )
 
 
 class MarginHistogramExplorer(_Explorer):
@@ -490,8 +579,10 @@ class MarginHistogramExplorer(_Explorer):
                 config = json.loads((path / "config.json").read_text())
                 self.runs.setdefault((config["method"], config["norm"]), path)
         if not self.runs:
-            raise FileNotFoundError(f"no {dataset} run with margins.pt under {results_root}; the IMA and MMA runs "
-                                    f"store them (run the {dataset} notebook)")
+            raise FileNotFoundError(
+                f"no {dataset} run with margins.pt under {results_root}; the IMA and MMA runs "
+                f"store them (run the {dataset} notebook)"
+            )
         self.dataset = dataset
         self.method = widgets.ToggleButtons(options=_ordered({m for m, _ in self.runs}), description="method")
         self.norm = widgets.ToggleButtons(options=sorted({n for _, n in self.runs}), description="norm")
@@ -515,17 +606,22 @@ class MarginHistogramExplorer(_Explorer):
         config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
         values = load_torch(path / "margins.pt").numpy().astype(np.float64)
         eps_max = config.eps
-        counts, edges, _ = self.ax.hist(values, bins=self.bins, range=(0, max(eps_max, float(values.max()))),
-                                        color="#4c72b0")
+        counts, edges, _ = self.ax.hist(
+            values, bins=self.bins, range=(0, max(eps_max, float(values.max()))), color="#4c72b0"
+        )
         self.ax.axvline(eps_max, color="k", ls=":", lw=1)
         self.ax.set_xlabel(f"estimated margin ({key[1]})")
         self.ax.set_ylabel("training samples")
-        self.ax.set_title(f"{self.dataset} {key[0]} ({key[1]}, eps_max {eps_max:g}): mean {values.mean():.3f}",
-                          fontsize=9)
+        self.ax.set_title(
+            f"{self.dataset} {key[0]} ({key[1]}, eps_max {eps_max:g}): mean {values.mean():.3f}", fontsize=9
+        )
         self.shown = {"run": path, "counts": counts, "edges": edges, "mean": float(values.mean())}
-        rows = [("training samples", str(len(values))), ("mean margin", f"{values.mean():.3f}"),
-                ("share at eps_max or above", f"{float((values >= eps_max * (1 - 1e-4)).mean()):.3f}"),
-                ("profile", config.profile)]
+        rows = [
+            ("training samples", str(len(values))),
+            ("mean margin", f"{values.mean():.3f}"),
+            ("share at eps_max or above", f"{float((values >= eps_max * (1 - 1e-4)).mean()):.3f}"),
+            ("profile", config.profile),
+        ]
         self.text.value = "<b>final margins</b>" + _table(["", ""], rows)
 
     def frames(self) -> widgets.VBox:
@@ -551,9 +647,28 @@ class MarginHistogramExplorer(_Explorer):
 
 def train_command(config: Any, output: str | Path) -> str:
     """The `python -m imalib train` command that trains ``config`` into ``output`` (same run directory name)."""
-    parts = ["python", "-m", "imalib", "train", "--dataset", config.dataset, "--method", config.method,
-             "--norm", config.norm, "--eps", f"{config.eps:g}", "--profile", config.profile, "--seed",
-             str(config.seed), "--epochs", str(config.epochs), "--batch-size", str(config.batch_size)]
+    parts = [
+        "python",
+        "-m",
+        "imalib",
+        "train",
+        "--dataset",
+        config.dataset,
+        "--method",
+        config.method,
+        "--norm",
+        config.norm,
+        "--eps",
+        f"{config.eps:g}",
+        "--profile",
+        config.profile,
+        "--seed",
+        str(config.seed),
+        "--epochs",
+        str(config.epochs),
+        "--batch-size",
+        str(config.batch_size),
+    ]
     if config.n_train is not None:
         parts += ["--n-train", str(config.n_train)]
     if config.n_test is not None:
@@ -567,12 +682,20 @@ def train_command(config: Any, output: str | Path) -> str:
 def missing_weights_message(missing: Sequence[Run], weights_root: str | Path) -> str:
     """What the image explorer needs: the run directories without weights and the commands that train them."""
     minutes = sum(r.record.train_seconds for r in missing) / 60
-    lines = [(f"The image explorer needs the trained weights (model.pt) of {len(missing)} Fashion-MNIST run(s); "
-              f"image-model weights are not committed. Missing:")]
+    lines = [
+        (
+            f"The image explorer needs the trained weights (model.pt) of {len(missing)} Fashion-MNIST run(s); "
+            f"image-model weights are not committed. Missing:"
+        )
+    ]
     lines += [f"  {r.path}" for r in missing]
-    lines += [(f"Train them into {weights_root} (about {minutes:.0f} CPU minutes in all, by the records' "
-               f"train_seconds; results/ is left untouched), then create the explorer with "
-               f"weights_root={str(weights_root)!r} (paths are relative to the folder this runs in):")]
+    lines += [
+        (
+            f"Train them into {weights_root} (about {minutes:.0f} CPU minutes in all, by the records' "
+            f"train_seconds; results/ is left untouched), then create the explorer with "
+            f"weights_root={str(weights_root)!r} (paths are relative to the folder this runs in):"
+        )
+    ]
     lines += [f"  {train_command(r.config, weights_root)}" for r in missing]
     return "\n".join(lines)
 
@@ -586,12 +709,19 @@ class ImageExplorer(_Explorer):
     own directory. Runs without weights are listed in ``missing`` with the commands that train them.
     """
 
-    steps: int | None = None   # PGD steps (None: each run's eval_steps, the paper's 100)
+    steps: int | None = None  # PGD steps (None: each run's eval_steps, the paper's 100)
     dpi = 70
 
-    def __init__(self, results_root: str | Path = "results", *, weights_root: str | Path = "weights",
-                 dataset: str = "fashion_mnist", data_root: str | Path | None = None, norm: str = "linf",
-                 index: int = 0) -> None:
+    def __init__(
+        self,
+        results_root: str | Path = "results",
+        *,
+        weights_root: str | Path = "weights",
+        dataset: str = "fashion_mnist",
+        data_root: str | Path | None = None,
+        norm: str = "linf",
+        index: int = 0,
+    ) -> None:
         super().__init__()
         self.dataset, self.weights_root, self.data_root = dataset, Path(weights_root), data_root
         records = [load_run(p, require_weights=False) for p in _finished_runs(Path(results_root) / dataset)]
@@ -625,8 +755,9 @@ class ImageExplorer(_Explorer):
         self._watch([self.method, self.eps, self.index])
         self.update()
         note = widgets.HTML(f"<pre>{html.escape(self.message)}</pre>") if self.missing else widgets.HTML()
-        self.widget = widgets.VBox([widgets.HBox([self.norm, self.method, self.index]), self.eps,
-                                    widgets.HBox([self.image, self.text]), note])
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.norm, self.method, self.index]), self.eps, widgets.HBox([self.image, self.text]), note]
+        )
 
     def _with_weights(self, record: Run) -> Run | None:
         for folder in (self.weights_root / self.dataset / record.path.name, record.path):
@@ -658,8 +789,14 @@ class ImageExplorer(_Explorer):
         config = (run or self.runs[self.norm.value][0]).config
         key = (config.n_test, config.seed)
         if key not in self._splits:
-            self._splits[key] = load_splits(self.dataset, root=self.data_root, n_train=1, n_test=config.n_test,
-                                            seed=config.seed, params=dict(config.data_params))
+            self._splits[key] = load_splits(
+                self.dataset,
+                root=self.data_root,
+                n_train=1,
+                n_test=config.n_test,
+                seed=config.seed,
+                params=dict(config.data_params),
+            )
         return self._splits[key].test
 
     def attack(self, run: Run, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -670,16 +807,24 @@ class ImageExplorer(_Explorer):
             from imalib.attacks import pgd
 
             test = self._test(run)
-            x, y = test.inputs(torch.tensor([index])), test.y[index:index + 1]
+            x, y = test.inputs(torch.tensor([index])), test.y[index : index + 1]
             grid = torch.tensor(self._eps_grid(), dtype=torch.float32)
             xs, ys = x.repeat(len(grid), 1, 1, 1), y.repeat(len(grid))
             adv = xs.clone()
             live = grid > 0
             if bool(live.any()):
                 steps = self.steps or run.config.eval_steps
-                adv[live] = pgd(run.model, xs[live], ys[live], grid[live], norm=run.config.norm,
-                                steps=steps, step_size=grid[live] / 10, clip=(0.0, 1.0),
-                                generator=torch.Generator().manual_seed(0))
+                adv[live] = pgd(
+                    run.model,
+                    xs[live],
+                    ys[live],
+                    grid[live],
+                    norm=run.config.norm,
+                    steps=steps,
+                    step_size=grid[live] / 10,
+                    clip=(0.0, 1.0),
+                    generator=torch.Generator().manual_seed(0),
+                )
             self._attacks[key] = (grid, adv)
         return self._attacks[key]
 
@@ -696,7 +841,7 @@ class ImageExplorer(_Explorer):
         grid, adv = self.attack(run, index)
         x_adv = adv[int((grid - eps).abs().argmin())].unsqueeze(0)
         delta = (x_adv - x)[0, 0].numpy()
-        size = float(np.abs(delta).max()) if run.config.norm == "linf" else float(np.sqrt((delta ** 2).sum()))
+        size = float(np.abs(delta).max()) if run.config.norm == "linf" else float(np.sqrt((delta**2).sum()))
         label, confidence = self._predict(run, x_adv)
         names = FASHION_CLASSES if self.dataset == "fashion_mnist" else tuple(str(i) for i in range(10))
         for ax in self.axes:
@@ -706,24 +851,37 @@ class ImageExplorer(_Explorer):
         self.axes[0].imshow(x[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
         self.axes[0].set_title(f"clean #{index}\ntrue: {names[y]}", fontsize=8)
         self.axes[1].imshow(x_adv[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        self.axes[1].set_title(f"PGD vs {run.config.label}, eps {eps:g}\n→ {names[label]} ({confidence:.2f})",
-                               fontsize=8)
+        self.axes[1].set_title(
+            f"PGD vs {run.config.label}, eps {eps:g}\n→ {names[label]} ({confidence:.2f})", fontsize=8
+        )
         bound = max(float(np.abs(delta).max()), 1e-6)
         self.axes[2].imshow(delta, cmap="RdBu_r", vmin=-bound, vmax=bound)
         self.axes[2].set_title(f"perturbation ({run.config.norm} {size:.3g})\ncolour range ±{bound:.3g}", fontsize=8)
         predictions = {}
         rows = []
-        for other in sorted(self.runs[self.norm.value], key=lambda r: _ordered({r.config.label for r in
-                            self.runs[self.norm.value]}).index(r.config.label)):
+        for other in sorted(
+            self.runs[self.norm.value],
+            key=lambda r: _ordered({r.config.label for r in self.runs[self.norm.value]}).index(r.config.label),
+        ):
             clean = self._predict(other, x)
             attacked = self._predict(other, x_adv)
             predictions[other.config.label] = {"clean": clean, "pgd": attacked}
-            rows.append((other.config.label, f"{names[clean[0]]} ({clean[1]:.2f})",
-                         f"{names[attacked[0]]} ({attacked[1]:.2f})"))
-        self.shown = {"run": run.path, "index": index, "eps": eps, "label": y, "x": x, "x_adv": x_adv,
-                      "perturbation_size": size, "predictions": predictions}
-        self.text.value = (f"<b>each model on image #{index} (true: {html.escape(names[y])})</b>" +
-                           _table(["model", "clean", f"PGD image vs {run.config.label}"], rows))
+            rows.append(
+                (other.config.label, f"{names[clean[0]]} ({clean[1]:.2f})", f"{names[attacked[0]]} ({attacked[1]:.2f})")
+            )
+        self.shown = {
+            "run": run.path,
+            "index": index,
+            "eps": eps,
+            "label": y,
+            "x": x,
+            "x_adv": x_adv,
+            "perturbation_size": size,
+            "predictions": predictions,
+        }
+        self.text.value = f"<b>each model on image #{index} (true: {html.escape(names[y])})</b>" + _table(
+            ["model", "clean", f"PGD image vs {run.config.label}"], rows
+        )
 
     def frames(self, *, index: int = 0) -> widgets.Widget:
         """Every model x eps for one image, precomputed and tied to a dropdown and a slider (jslink)."""
@@ -742,8 +900,13 @@ class ImageExplorer(_Explorer):
                 rows.append(row)
         method = widgets.Dropdown(options=labels, index=0, description="model")
         eps = widgets.SelectionSlider(options=list(self.eps.options), index=0, description="eps")
-        return widgets.VBox([widgets.HTML(f"{NO_KERNEL_NOTE} Norm {self.norm.value}, image #{index}."),
-                             widgets.HBox([method, eps]), _stack_frames(rows, method, eps)])
+        return widgets.VBox(
+            [
+                widgets.HTML(f"{NO_KERNEL_NOTE} Norm {self.norm.value}, image #{index}."),
+                widgets.HBox([method, eps]),
+                _stack_frames(rows, method, eps),
+            ]
+        )
 
 
 def timed(change: Callable[[], None], explorer: _Explorer) -> float:

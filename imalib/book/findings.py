@@ -41,8 +41,10 @@ def check(condition: bool, claim: str, **numbers: object) -> None:
     if condition:
         return
     shown = ", ".join(f"{name}={_show(value)}" for name, value in numbers.items())
-    raise FindingNotSupported(f"the book says {claim!r}, but the records give {shown or 'no support'}: "
-                              f"re-read the sentence against the records, or re-check the runs")
+    raise FindingNotSupported(
+        f"the book says {claim!r}, but the records give {shown or 'no support'}: "
+        f"re-read the sentence against the records, or re-check the runs"
+    )
 
 
 def standard_error(accuracy: float, n: int) -> float:

@@ -42,10 +42,10 @@ from imalib.paper import paper_table
 from imalib.profiles import table_configs
 from imalib.runs import Run
 
-RESTARTS = 10          # per loss: 10 cross-entropy + 10 margin-loss PGD runs, 20 attacks in all
+RESTARTS = 10  # per loss: 10 cross-entropy + 10 margin-loss PGD runs, 20 attacks in all
 CALIBRATION_SAMPLES = 2000
 RESOLUTION = 1e-3
-ORDER = list(paper_table("moons", "linf").labels)   # ima, mma, trades, adv0.3, ce
+ORDER = list(paper_table("moons", "linf").labels)  # ima, mma, trades, adv0.3, ce
 
 Glue = dict[str, Any]
 
@@ -74,8 +74,13 @@ def splits_of(run: Run) -> Splits:
     """The exact train / validation / test sets the run used."""
     config = run.config
     params = dict(config.data_params)
-    return load_moons(config.n_train or 20000, params.get("n_val", 2000), config.n_test or 2000,
-                      noise=params.get("noise", 0.1), seed=config.seed)
+    return load_moons(
+        config.n_train or 20000,
+        params.get("n_val", 2000),
+        config.n_test or 2000,
+        noise=params.get("noise", 0.1),
+        seed=config.seed,
+    )
 
 
 # ------------------------------------------------------------------------------ the expensive analyses
@@ -84,24 +89,46 @@ def exact_accuracy(model: nn.Module, test: ArrayDataset, eps_list: Sequence[floa
     from imalib.exact import exact_linf_robust
 
     result = exact_linf_robust(model, test.inputs(), test.y, list(eps_list), resolution=RESOLUTION)
-    return {"eps": list(result.eps), "accuracy": result.accuracy, "undecided": result.undecided,
-            "spacing": result.spacing, "method": result.method, "seconds": result.seconds,
-            "witness_offset": [float(v) if math.isfinite(float(v)) else None for v in result.witness_offset]}
+    return {
+        "eps": list(result.eps),
+        "accuracy": result.accuracy,
+        "undecided": result.undecided,
+        "spacing": result.spacing,
+        "method": result.method,
+        "seconds": result.seconds,
+        "witness_offset": [float(v) if math.isfinite(float(v)) else None for v in result.witness_offset],
+    }
 
 
-def pgd_restarts(model: nn.Module, test: ArrayDataset, eps_list: Sequence[float], *, steps: int, seed: int,
-                 restarts: int = RESTARTS) -> dict[str, Any]:
+def pgd_restarts(
+    model: nn.Module, test: ArrayDataset, eps_list: Sequence[float], *, steps: int, seed: int, restarts: int = RESTARTS
+) -> dict[str, Any]:
     """The paper's attack with ``restarts`` random starts per loss (worst case per sample)."""
     from imalib.evaluate import evaluate_robustness
 
-    result = evaluate_robustness(model, test.inputs(), test.y, norm="linf", eps_list=list(eps_list), steps=steps,
-                                 restarts=restarts, clip=None, batch_size=len(test), seed=seed)
-    return {"eps": list(result.eps), "accuracy": result.accuracy, "restarts_per_loss": restarts,
-            "seconds": result.seconds}
+    result = evaluate_robustness(
+        model,
+        test.inputs(),
+        test.y,
+        norm="linf",
+        eps_list=list(eps_list),
+        steps=steps,
+        restarts=restarts,
+        clip=None,
+        batch_size=len(test),
+        seed=seed,
+    )
+    return {
+        "eps": list(result.eps),
+        "accuracy": result.accuracy,
+        "restarts_per_loss": restarts,
+        "seconds": result.seconds,
+    }
 
 
-def margin_calibration(model: nn.Module, train: ArrayDataset, margins: torch.Tensor, *, eps_max: float,
-                       method: str, seed: int) -> dict[str, Any]:
+def margin_calibration(
+    model: nn.Module, train: ArrayDataset, margins: torch.Tensor, *, eps_max: float, method: str, seed: int
+) -> dict[str, Any]:
     """Stored margins E(x) against each training point's exact L-inf distance to the boundary.
 
     Uses the first CALIBRATION_SAMPLES training points (the training order is already random). For IMA it
@@ -117,8 +144,16 @@ def margin_calibration(model: nn.Module, train: ArrayDataset, margins: torch.Ten
     out: dict[str, Any] = {"stored": margins[idx].tolist(), "exact": exact.tolist(), "cap": cap, "eps_max": eps_max}
     if method == "ima":
         for name, rand_init in (("bpgd_random_start", True), ("bpgd_no_random_start", False)):
-            result = bpgd(model, x, y, margins[idx].float(), norm="linf", clip=None, rand_init=rand_init,
-                          generator=torch.Generator().manual_seed(seed))
+            result = bpgd(
+                model,
+                x,
+                y,
+                margins[idx].float(),
+                norm="linf",
+                clip=None,
+                rand_init=rand_init,
+                generator=torch.Generator().manual_seed(seed),
+            )
             out[name] = {"found": result.found.tolist(), "distance": result.distance.tolist()}
     return out
 
@@ -128,14 +163,16 @@ def _compute(run: Run, name: str) -> dict[str, Any]:
     if name == "exact":
         return exact_accuracy(run.model, splits_of(run).test, config.eval_eps)
     if name == f"pgd-restarts{RESTARTS}":
-        return pgd_restarts(run.model, splits_of(run).test, config.eval_eps, steps=config.eval_steps,
-                            seed=config.seed + 7)
+        return pgd_restarts(
+            run.model, splits_of(run).test, config.eval_eps, steps=config.eval_steps, seed=config.seed + 7
+        )
     if name == "calibration":
         margins = load_margins(run)
         if margins is None:
             raise ValueError(f"{run.path} has no margins.pt: only IMA and MMA runs have margins")
-        return margin_calibration(run.model, splits_of(run).train, margins, eps_max=config.eps,
-                                  method=config.method, seed=config.seed)
+        return margin_calibration(
+            run.model, splits_of(run).train, margins, eps_max=config.eps, method=config.method, seed=config.seed
+        )
     if name == AUTOATTACK:
         return autoattack_analysis(run)
     raise ValueError(f"unknown analysis {name!r}: use exact, pgd-restarts{RESTARTS}, calibration or autoattack")
@@ -153,8 +190,9 @@ def witness_offsets(exact: dict[str, Any]) -> torch.Tensor:
     return torch.tensor([math.inf if v is None else v for v in exact["witness_offset"]], dtype=torch.float64)
 
 
-def missed_by_pgd(pgd_robust: torch.Tensor, offsets: torch.Tensor, eval_eps: Sequence[float]
-                  ) -> list[tuple[int, float, int]]:
+def missed_by_pgd(
+    pgd_robust: torch.Tensor, offsets: torch.Tensor, eval_eps: Sequence[float]
+) -> list[tuple[int, float, int]]:
     """(eps index, eps, test index) of every point PGD called robust (``pgd_robust[k, i]``) although the exact
     search found a misclassified point inside its eps-square (``offsets[i] <= eps``)."""
     missed: list[tuple[int, float, int]] = []
@@ -186,10 +224,12 @@ def disagreement_figure(run: Run, eps: float, index: int) -> Figure:
     from imalib.exact import exact_linf_robust
 
     test = splits_of(run).test
-    x, y = test.inputs()[index:index + 1], test.y[index:index + 1]
+    x, y = test.inputs()[index : index + 1], test.y[index : index + 1]
     found = exact_linf_robust(run.model, x, y, [eps], resolution=RESOLUTION)
-    title = (f"{run.config.label}, noise {dict(run.config.data_params).get('noise', 0.1):g}, seed {run.config.seed}, "
-             f"eps {eps:g}: PGD says robust, it is not")
+    title = (
+        f"{run.config.label}, noise {dict(run.config.data_params).get('noise', 0.1):g}, seed {run.config.seed}, "
+        f"eps {eps:g}: PGD says robust, it is not"
+    )
     return plot_disagreement(run.model, x, y, eps, found.witness[0], title=title)
 
 
@@ -202,9 +242,15 @@ def _mean_sd(values: list[float]) -> str:
     return f"{mean:.3f} ± {sd:.3f}"
 
 
-def sweep_summary(clean: dict[Key, float], pgd: dict[Key, float], exact: dict[Key, float],
-                  restarts: dict[tuple[str, float], float], order: list[str], eps: float,
-                  restart_seed: int) -> dict[str, Any]:
+def sweep_summary(
+    clean: dict[Key, float],
+    pgd: dict[Key, float],
+    exact: dict[Key, float],
+    restarts: dict[tuple[str, float], float],
+    order: list[str],
+    eps: float,
+    restart_seed: int,
+) -> dict[str, Any]:
     """The noise-sweep report at one noise level ``eps``, from per-run accuracies.
 
     ``clean``, ``pgd`` and ``exact`` map (label, noise, seed) to the clean accuracy, the paper's PGD
@@ -223,41 +269,65 @@ def sweep_summary(clean: dict[Key, float], pgd: dict[Key, float], exact: dict[Ke
         groups.setdefault(key[:2], []).append(key)
     rows = []
     for (label, level), runs in groups.items():
-        rows.append({"method": label, "noise": level, "seeds": len(runs),
-                     "clean": _mean_sd([clean[k] for k in runs]), f"{eps:g} PGD": _mean_sd([pgd[k] for k in runs]),
-                     f"{eps:g} exact": _mean_sd([exact[k] for k in runs]),
-                     "PGD − exact (max over seeds)": f"{max(pgd[k] - exact[k] for k in runs):.4f}",
-                     f"{eps:g} PGD×20 (seed {restart_seed})": f"{restarts[(label, level)]:.4f}"
-                     if (label, level) in restarts else "–"})
+        rows.append(
+            {
+                "method": label,
+                "noise": level,
+                "seeds": len(runs),
+                "clean": _mean_sd([clean[k] for k in runs]),
+                f"{eps:g} PGD": _mean_sd([pgd[k] for k in runs]),
+                f"{eps:g} exact": _mean_sd([exact[k] for k in runs]),
+                "PGD − exact (max over seeds)": f"{max(pgd[k] - exact[k] for k in runs):.4f}",
+                f"{eps:g} PGD×20 (seed {restart_seed})": f"{restarts[(label, level)]:.4f}"
+                if (label, level) in restarts
+                else "–",
+            }
+        )
     worst = max(pgd, key=lambda key: pgd[key] - exact[key])
     rankings = []
     for level in sorted({level for _, level in groups}):
         labels = [label for label, lvl in groups if lvl == level]
         orders = {}
         for name, values in (("PGD", pgd), ("exact", exact)):
-            means = {l: sum(values[k] for k in groups[(l, level)]) / len(groups[(l, level)]) for l in labels}
-            orders[name] = " > ".join(sorted(labels, key=lambda l: -means[l]))
+            means = {lab: sum(values[k] for k in groups[(lab, level)]) / len(groups[(lab, level)]) for lab in labels}
+            orders[name] = " > ".join(sorted(labels, key=lambda lab: -means[lab]))
         same = "same order" if orders["PGD"] == orders["exact"] else "**different order**"
         rankings.append(f"noise {level:g}: PGD {orders['PGD']}; exact {orders['exact']} ({same})")
     return {"table": pd.DataFrame(rows).set_index("method"), "worst": worst, "rankings": rankings}
 
 
 # ---------------------------------------------------------------------------------- the runs of the chapter
-def table_runs(profile: str, seeds: Sequence[int], methods: list[str] | None, noise: float, *,
-               method_params: dict[str, dict[str, Any]] | None = None, **where: Any
-               ) -> tuple[list[Run], list[Any]]:
+def table_runs(
+    profile: str,
+    seeds: Sequence[int],
+    methods: list[str] | None,
+    noise: float,
+    *,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    **where: Any,
+) -> tuple[list[Run], list[Any]]:
     """The finished runs (and the missing configurations) of Table 1's rows over ``seeds`` at one make_moons
     noise. ``where`` is passed to :func:`imalib.experiments.available` (results_root, data_root, device, ...)."""
-    configs = [c for s in seeds for c in table_configs("moons", "linf", profile, seed=s, methods=methods,
-                                                       data_params={"noise": noise}, method_params=method_params)]
+    configs = [
+        c
+        for s in seeds
+        for c in table_configs(
+            "moons", "linf", profile, seed=s, methods=methods, data_params={"noise": noise}, method_params=method_params
+        )
+    ]
     return available(configs, **where)
 
 
-def sweep_runs(profile: str, seeds: Sequence[int], methods: list[str] | None, noise_levels: Sequence[float],
-               **where: Any) -> tuple[list[Run], list[Any]]:
+def sweep_runs(
+    profile: str, seeds: Sequence[int], methods: list[str] | None, noise_levels: Sequence[float], **where: Any
+) -> tuple[list[Run], list[Any]]:
     """Table 1's rows at every make_moons noise level of the sweep."""
-    configs = [c for lvl in noise_levels for s in seeds
-               for c in table_configs("moons", "linf", profile, seed=s, methods=methods, data_params={"noise": lvl})]
+    configs = [
+        c
+        for lvl in noise_levels
+        for s in seeds
+        for c in table_configs("moons", "linf", profile, seed=s, methods=methods, data_params={"noise": lvl})
+    ]
     return available(configs, **where)
 
 
@@ -282,7 +352,8 @@ def table_one(runs: Sequence[Run], missing: Sequence[Any], profile: str, noise: 
     paper = tables.paper_frame("moons", "linf")
     seed_counts = frame.groupby("label")["seed"].nunique()
     glue: Glue = {
-        "m_profile": profile, "m_noise": noise,
+        "m_profile": profile,
+        "m_noise": noise,
         "m_seeds": ", ".join(str(s) for s in sorted(frame["seed"].unique())),
         "m_missing": "none" if not missing else ", ".join(f"{c.label} seed {c.seed}" for c in missing),
         "m_nseeds_min": int(seed_counts.min()),
@@ -295,13 +366,15 @@ def table_one(runs: Sequence[Run], missing: Sequence[Any], profile: str, noise: 
 def closeness(table: TableOne, profile: str) -> Glue:
     """Monotonicity of the measured curves, the monotone envelope's gap, and the curves beside the paper's."""
     frame, order = table.frame, table.order
-    envelope_gap = float((tables.mean_table(frame, "accuracy", order)
-                          - tables.mean_table(frame, "envelope", order)).abs().max().max())
+    envelope_gap = float(
+        (tables.mean_table(frame, "accuracy", order) - tables.mean_table(frame, "envelope", order)).abs().max().max()
+    )
     return {
         "m_envelope_gap": format(envelope_gap, ".4f"),
         "m_rises": int(frame["rises"].sum()),
-        "m_curves": plot_accuracy_curves(table.mean, table.paper, std=table.std,
-                                         title=f"Moons, L-inf, profile {profile}"),
+        "m_curves": plot_accuracy_curves(
+            table.mean, table.paper, std=table.std, title=f"Moons, L-inf, profile {profile}"
+        ),
     }
 
 
@@ -312,9 +385,12 @@ def boundaries_and_margins(runs: Sequence[Run], order: Sequence[str], seed: int)
         return {}
     test = splits_of(seed0[0]).test
     margin_runs = [r for r in runs if r.config.label in ("ima", "mma") and r.config.seed == seed]
-    return {"m_boundaries": plot_decision_boundaries(seed0, test.inputs(), test.y),
-            "m_hist": plot_margin_histograms({r.config.label: m for r in margin_runs
-                                              if (m := load_margins(r)) is not None}, 0.3)}
+    return {
+        "m_boundaries": plot_decision_boundaries(seed0, test.inputs(), test.y),
+        "m_hist": plot_margin_histograms(
+            {r.config.label: m for r in margin_runs if (m := load_margins(r)) is not None}, 0.3
+        ),
+    }
 
 
 def margin_modes(runs: Sequence[Run], fused_runs: Sequence[Run]) -> Glue:
@@ -327,29 +403,38 @@ def margin_modes(runs: Sequence[Run], fused_runs: Sequence[Run]) -> Glue:
     time_rows = []
     for name, group in (("paper", paper_mode), ("fused", list(fused_runs))):
         if group:
-            time_rows.append({"margin update": name, "runs": len(group),
-                              "mean training seconds": np.mean([r.record.train_seconds for r in group]),
-                              "final mean margin": np.mean([r.record.final.mean_margin for r in group])})
+            time_rows.append(
+                {
+                    "margin update": name,
+                    "runs": len(group),
+                    "mean training seconds": np.mean([r.record.train_seconds for r in group]),
+                    "final mean margin": np.mean([r.record.final.mean_margin for r in group]),
+                }
+            )
     return {"m_modes": mode_text, "m_modes_time": pd.DataFrame(time_rows).set_index("margin update").round(3)}
 
 
-def margin_step(runs: Sequence[Run], delta_runs: Sequence[Run], delta_missing: Sequence[Any],
-                frame: pd.DataFrame) -> Glue:
+def margin_step(
+    runs: Sequence[Run], delta_runs: Sequence[Run], delta_missing: Sequence[Any], frame: pd.DataFrame
+) -> Glue:
     """IMA with the paper's margin step 0.3/30 against the authors' code's 0.3/10, the others for reference."""
     paper_mode = [r for r in runs if r.config.label == "ima"]
     steps = tables.results_frame(paper_mode).assign(label="ima, Δ = 0.3/30 = 0.01 (paper's text)")
     if delta_runs:
-        steps = pd.concat([steps, tables.results_frame(delta_runs).assign(
-            label="ima, Δ = 0.3/10 = 0.03 (authors' code)")])
+        steps = pd.concat(
+            [steps, tables.results_frame(delta_runs).assign(label="ima, Δ = 0.3/10 = 0.03 (authors' code)")]
+        )
         for other in ("mma", "trades", "adv0.3"):
             steps = pd.concat([steps, frame[frame["label"] == other]])
-    return {"m_delta": tables.mean_std_text(tables.mean_table(steps), tables.std_table(steps)).rename_axis("method"),
-            "m_delta_missing": "none" if not delta_missing else ", ".join(f"seed {c.seed}" for c in delta_missing)}
+    return {
+        "m_delta": tables.mean_std_text(tables.mean_table(steps), tables.std_table(steps)).rename_axis("method"),
+        "m_delta_missing": "none" if not delta_missing else ", ".join(f"seed {c.seed}" for c in delta_missing),
+    }
 
 
 @dataclass(frozen=True)
 class ExactSection:
-    mean: pd.DataFrame          # exact robust accuracy, mean over seeds
+    mean: pd.DataFrame  # exact robust accuracy, mean over seeds
     glue: Glue
 
 
@@ -368,17 +453,20 @@ def exact_section(runs: Sequence[Run], table: TableOne) -> ExactSection:
     triple = pd.DataFrame(columns).round(4)
     triple.columns = [f"{e:g} {kind}" for e, kind in triple.columns]
     gap = mean - ex_mean
-    return ExactSection(ex_mean, {
-        "m_exact_table": triple.rename_axis("method"),
-        "m_gap_table": gap.round(4).rename_axis("method"),
-        "m_gap_max": format(float(gap.max().max()), ".4f"),
-        "m_gap_min": format(float(gap.min().min()), ".4f"),
-        "m_gap_restart_max": format(float((rs_mean - ex_mean).max().max()), ".4f"),
-        "m_undecided": sum(sum(record["undecided"]) for record in exact_records),
-        "m_spacing": format(exact_records[0]["spacing"], ".2e"),
-        "m_exact_method": exact_records[0]["method"],
-        "m_restarts": RESTARTS,
-    })
+    return ExactSection(
+        ex_mean,
+        {
+            "m_exact_table": triple.rename_axis("method"),
+            "m_gap_table": gap.round(4).rename_axis("method"),
+            "m_gap_max": format(float(gap.max().max()), ".4f"),
+            "m_gap_min": format(float(gap.min().min()), ".4f"),
+            "m_gap_restart_max": format(float((rs_mean - ex_mean).max().max()), ".4f"),
+            "m_undecided": sum(sum(record["undecided"]) for record in exact_records),
+            "m_spacing": format(exact_records[0]["spacing"], ".2e"),
+            "m_exact_method": exact_records[0]["method"],
+            "m_restarts": RESTARTS,
+        },
+    )
 
 
 def disagreements(runs: Sequence[Run], seed: int) -> Glue:
@@ -402,10 +490,16 @@ def calibration(runs: Sequence[Run], seed: int) -> Glue:
         cal = cached_analysis(run, "calibration")
         stored, true = np.array(cal["stored"]), np.array(cal["exact"])
         ok = true > 0
-        calib_rows.append({"method": run.config.label, "seed": run.config.seed,
-                           "mean stored": stored[ok].mean(), "mean exact": true[ok].mean(),
-                           "median stored/exact": float(np.median(stored[ok] / true[ok])),
-                           "share stored > 1.1 × exact": float((stored[ok] > 1.1 * true[ok]).mean())})
+        calib_rows.append(
+            {
+                "method": run.config.label,
+                "seed": run.config.seed,
+                "mean stored": stored[ok].mean(),
+                "mean exact": true[ok].mean(),
+                "median stored/exact": float(np.median(stored[ok] / true[ok])),
+                "share stored > 1.1 × exact": float((stored[ok] > 1.1 * true[ok]).mean()),
+            }
+        )
         if run.config.seed == seed:
             scatter[run.config.label] = (true, stored)
         if run.config.label == "ima":
@@ -413,12 +507,17 @@ def calibration(runs: Sequence[Run], seed: int) -> Glue:
                 found = np.array(cal[name]["found"])
                 dist = np.array(cal[name]["distance"])
                 sel = found & ok
-                bpgd_rows.append({
-                    "BPGD": name.replace("bpgd_", "").replace("_", " "), "seed": run.config.seed,
-                    "share found": found.mean(),
-                    "median found / exact": float(np.median(dist[sel] / true[sel])) if sel.any() else float("nan"),
-                    "mean abs(found − exact)": float(np.abs(dist[sel] - true[sel]).mean()) if sel.any()
-                    else float("nan")})
+                bpgd_rows.append(
+                    {
+                        "BPGD": name.replace("bpgd_", "").replace("_", " "),
+                        "seed": run.config.seed,
+                        "share found": found.mean(),
+                        "median found / exact": float(np.median(dist[sel] / true[sel])) if sel.any() else float("nan"),
+                        "mean abs(found − exact)": float(np.abs(dist[sel] - true[sel]).mean())
+                        if sel.any()
+                        else float("nan"),
+                    }
+                )
     glue: Glue = {}
     if calib_rows:
         calib = pd.DataFrame(calib_rows).groupby("method").mean(numeric_only=True).drop(columns="seed").round(3)
@@ -442,14 +541,17 @@ def noise_sweep(sweep: Sequence[Run], missing: Sequence[Any], seed: int) -> Glue
     def key(r: Run) -> Key:
         return (r.config.label, float(dict(r.config.data_params).get("noise", 0.1)), r.config.seed)
 
-    def at(record: dict[str, Any], eps: float) -> float:  # accuracy at eps in a record {"eps": [...], "accuracy": [...]}
+    def at(
+        record: dict[str, Any], eps: float
+    ) -> float:  # accuracy at eps in a record {"eps": [...], "accuracy": [...]}
         return dict(zip(record["eps"], record["accuracy"], strict=False))[eps]
 
     clean_at = {key(r): r.record.accuracy_at(0.0) for r in sweep}
     pgd_at = {key(r): r.record.accuracy_at(hard_eps) for r in sweep}
     exact_at = {key(r): at(cached_analysis(r, "exact"), hard_eps) for r in sweep}
-    restart_at = {key(r)[:2]: at(cached_analysis(r, f"pgd-restarts{RESTARTS}"), hard_eps)
-                  for r in sweep if r.config.seed == seed}
+    restart_at = {
+        key(r)[:2]: at(cached_analysis(r, f"pgd-restarts{RESTARTS}"), hard_eps) for r in sweep if r.config.seed == seed
+    }
     report = sweep_summary(clean_at, pgd_at, exact_at, restart_at, ORDER, hard_eps, restart_seed=seed)
     worst = report["worst"]
     worst_run = next(r for r in sweep if key(r) == worst)
@@ -462,11 +564,12 @@ def noise_sweep(sweep: Sequence[Run], missing: Sequence[Any], seed: int) -> Glue
     ce_clean = frame[(frame["label"] == "ce") & (frame["eps"] == 0)].groupby("data_noise")["accuracy"].mean()
     return {
         "m_sweep": report["table"],
-        "m_sweep_missing": "none" if not missing else f"{len(missing)} runs (" + ", ".join(
-            sorted({f'noise {c.data_params[0][1]}' for c in missing})) + ")",
+        "m_sweep_missing": "none"
+        if not missing
+        else f"{len(missing)} runs (" + ", ".join(sorted({f"noise {c.data_params[0][1]}" for c in missing})) + ")",
         "m_sweep_rankings": rankings_table(sweep, hard_eps),
         "m_sweep_gap": f"{pgd_at[worst] - exact_at[worst]:.3f} ({worst[0]}, noise {worst[1]:g}, seed {worst[2]}: "
-                       f"PGD {pgd_at[worst]:.3f}, exact {exact_at[worst]:.3f})",
+        f"PGD {pgd_at[worst]:.3f}, exact {exact_at[worst]:.3f})",
         "m_sweep_gap_offset": f"{float(offsets.median()):.3f}" if len(worst_missed) else "n/a",
         "m_sweep_gap_fig": fig,
         "m_ce_clean": "; ".join(f"noise {k:g}: {v:.4f}" for k, v in ce_clean.items()),
@@ -476,13 +579,14 @@ def noise_sweep(sweep: Sequence[Run], missing: Sequence[Any], seed: int) -> Glue
 def what_ran(runs: Sequence[Run]) -> Glue:
     """The settings every run shares, the hardware, and the summed training and evaluation time."""
     cfg = runs[0].config.to_dict()
-    params = pd.DataFrame({"value": {k: str(v) for k, v in cfg.items()
-                                     if k not in ("method", "eps", "seed", "method_params")}})
+    params = pd.DataFrame(
+        {"value": {k: str(v) for k, v in cfg.items() if k not in ("method", "eps", "seed", "method_params")}}
+    )
     env = runs[0].record.environment
     return {
         "m_params": params.rename_axis("parameter"),
         "m_env": f"{env.machine}, {env.cpu_count} CPU cores, torch {env.torch}, "
-                 f"{env.torch_threads} thread(s) per process",
+        f"{env.torch_threads} thread(s) per process",
         "m_train_total": format(sum(r.record.train_seconds for r in runs) / 60, ".1f"),
         "m_eval_total": format(sum(r.record.eval_seconds for r in runs) / 60, ".1f"),
     }
@@ -500,13 +604,16 @@ def bpgd_example(run: Run, eps: float, profile: str) -> Glue:
     correct = run.model(x).argmax(1) == y
     candidates = (result.found & correct).nonzero().squeeze(1)
     pick = int(candidates[len(candidates) // 2])
-    return {"bpgd_figure": plot_bpgd(run.model, x[pick:pick + 1], y[pick:pick + 1], eps),
-            "bpgd_found_share": format(float(result.found[correct].float().mean()), ".3f"),
-            "bpgd_eps": format(eps, "g"), "bpgd_profile": profile}
+    return {
+        "bpgd_figure": plot_bpgd(run.model, x[pick : pick + 1], y[pick : pick + 1], eps),
+        "bpgd_found_share": format(float(result.found[correct].float().mean()), ".3f"),
+        "bpgd_eps": format(eps, "g"),
+        "bpgd_profile": profile,
+    }
 
 
 # --------------------------------------------------------------------- the noise level the baselines pin down
-BASELINES = ("ce", "adv0.3", "trades")   # the rows that do not depend on IMA or MMA
+BASELINES = ("ce", "adv0.3", "trades")  # the rows that do not depend on IMA or MMA
 
 
 def noise_of(run: Run) -> float:
@@ -531,23 +638,28 @@ class NoiseInference:
     at_edge: bool
 
 
-def infer_noise(frame: pd.DataFrame, paper: pd.DataFrame, seeds_needed: int,
-                baselines: Sequence[str] = BASELINES) -> NoiseInference:
+def infer_noise(
+    frame: pd.DataFrame, paper: pd.DataFrame, seeds_needed: int, baselines: Sequence[str] = BASELINES
+) -> NoiseInference:
     """Pick the noise level whose baseline rows lie closest to the paper's (minimax over eps and rows).
 
     ``frame`` is :func:`imalib.tables.results_frame` of runs at several levels (column ``data_noise``);
     IMA and MMA rows in it are ignored, so the choice cannot favour either.
     """
     if "data_noise" not in frame.columns or not len(frame):
-        raise ValueError("infer_noise needs result rows with a make_moons noise (column data_noise): "
-                         "pass the runs of the noise sweep")
+        raise ValueError(
+            "infer_noise needs result rows with a make_moons noise (column data_noise): "
+            "pass the runs of the noise sweep"
+        )
     rows = []
     for level, group in frame[frame["label"].isin(baselines)].groupby("data_noise"):
         row: dict[str, Any] = {"noise": float(level)}
         seeds = group.groupby("label")["seed"].nunique()
         diff = tables.difference(tables.mean_table(group), paper).abs()
         for label in baselines:
-            row[f"{label}: largest abs(ours − paper)"] = float(diff.loc[label].max()) if label in diff.index else math.nan
+            row[f"{label}: largest abs(ours − paper)"] = (
+                float(diff.loc[label].max()) if label in diff.index else math.nan
+            )
             row[f"{label} seeds"] = int(seeds.get(label, 0))
         row["largest over the baselines"] = float(diff.max().max())
         row["complete"] = all(row[f"{label} seeds"] >= seeds_needed for label in baselines)
@@ -556,8 +668,10 @@ def infer_noise(frame: pd.DataFrame, paper: pd.DataFrame, seeds_needed: int,
     complete = [float(v) for v in table.index[table["complete"]]]
     incomplete = [float(v) for v in table.index[~table["complete"]]]
     if not complete:
-        raise ValueError(f"no noise level has all of {', '.join(baselines)} with {seeds_needed} seeds: "
-                         f"train them first (levels seen: {list(table.index)})")
+        raise ValueError(
+            f"no noise level has all of {', '.join(baselines)} with {seeds_needed} seeds: "
+            f"train them first (levels seen: {list(table.index)})"
+        )
     best = float(table.loc[complete, "largest over the baselines"].idxmin())
     at_edge = best in (min(complete), max(complete)) and len(complete) > 1
     return NoiseInference(table, complete, incomplete, best, at_edge)
@@ -569,8 +683,11 @@ def noise_inference(sweep: Sequence[Run], seeds: Sequence[int]) -> tuple[NoiseIn
     seed_columns = [f"{label} seeds" for label in BASELINES]
     shown = result.table.drop(columns=["complete", *seed_columns]).copy()
     shown.columns = [c.replace(": largest abs(ours − paper)", "") for c in shown.columns]
-    shown.insert(0, "seeds (" + " / ".join(BASELINES) + ")",
-                 [" / ".join(str(int(result.table.loc[i, c])) for c in seed_columns) for i in result.table.index])
+    shown.insert(
+        0,
+        "seeds (" + " / ".join(BASELINES) + ")",
+        [" / ".join(str(int(result.table.loc[i, c])) for c in seed_columns) for i in result.table.index],
+    )
     shown.insert(0, "complete", ["yes" if c else "no" for c in result.table["complete"]])
     largest = result.table.loc[result.best, "largest over the baselines"]
     others = result.table.loc[[c for c in result.complete if c != result.best], "largest over the baselines"]
@@ -581,10 +698,14 @@ def noise_inference(sweep: Sequence[Run], seeds: Sequence[int]) -> tuple[NoiseIn
         "m_infer_next_gap": format(float(others.min()), ".3f") if len(others) else "n/a",
         "m_infer_levels": ", ".join(format(v, "g") for v in result.complete),
         "m_infer_incomplete": "none" if not result.incomplete else ", ".join(format(v, "g") for v in result.incomplete),
-        "m_infer_edge": ("the smallest measured level, so the minimum is not bracketed: a smaller noise may fit "
-                         "the paper better still" if result.best == min(result.complete) else
-                         "the largest measured level, so the minimum is not bracketed")
-        if result.at_edge else "inside the measured range, so the minimum is bracketed",
+        "m_infer_edge": (
+            "the smallest measured level, so the minimum is not bracketed: a smaller noise may fit "
+            "the paper better still"
+            if result.best == min(result.complete)
+            else "the largest measured level, so the minimum is not bracketed"
+        )
+        if result.at_edge
+        else "inside the measured range, so the minimum is bracketed",
     }
 
 
@@ -593,13 +714,26 @@ def headline(table: TableOne, exact_mean: pd.DataFrame, eps: float = 0.3) -> Glu
     """The first screen: PGD beside the paper, the exact accuracy, the ranking under each at ``eps``."""
     side = tables.side_by_side(table.mean, table.paper)
     side.columns = [f"{e:g} PGD / paper (diff)" for e in side.columns]
-    at = pd.DataFrame({"paper": table.paper[eps], "PGD (ours)": table.mean[eps],
-                       "± sd": table.std[eps], "exact (ours)": exact_mean[eps]}).reindex(table.order).round(3)
+    at = (
+        pd.DataFrame(
+            {
+                "paper": table.paper[eps],
+                "PGD (ours)": table.mean[eps],
+                "± sd": table.std[eps],
+                "exact (ours)": exact_mean[eps],
+            }
+        )
+        .reindex(table.order)
+        .round(3)
+    )
     at["PGD − exact"] = (at["PGD (ours)"] - at["exact (ours)"]).round(3)
-    return {"m_head_side": side.rename_axis("method"), "m_head_03": at.rename_axis("method"),
-            "m_rank_paper": " > ".join(ranking_of(table.paper[eps].reindex(table.order))),
-            "m_rank_pgd": " > ".join(ranking_of(table.mean[eps])),
-            "m_rank_exact": " > ".join(ranking_of(exact_mean[eps]))}
+    return {
+        "m_head_side": side.rename_axis("method"),
+        "m_head_03": at.rename_axis("method"),
+        "m_rank_paper": " > ".join(ranking_of(table.paper[eps].reindex(table.order))),
+        "m_rank_pgd": " > ".join(ranking_of(table.mean[eps])),
+        "m_rank_exact": " > ".join(ranking_of(exact_mean[eps])),
+    }
 
 
 def ranking_of(values: pd.Series) -> list[str]:
@@ -623,18 +757,24 @@ def autoattack_analysis(run: Run) -> dict[str, Any]:
     config = run.config
     test = splits_of(run).test
     x, y = test.x, test.y
-    res = evaluate_autoattack(run.model, x, y, norm=config.norm, eps_list=list(config.eval_eps), clip=None,
-                              num_classes=2, seed=0)
+    res = evaluate_autoattack(
+        run.model, x, y, norm=config.norm, eps_list=list(config.eval_eps), clip=None, num_classes=2, seed=0
+    )
     pgd_robust = load_torch(Path(run.path) / "robust.pt").bool()
     pgd = RobustnessResult(eps=tuple(config.eval_eps), robust=pgd_robust, norm=config.norm, seconds=0.0)
     both = worst_case(pgd, res.robustness)
     aa = res.robustness.robust
     k_all = range(len(config.eval_eps))
-    return {"attack": "autoattack", "settings": res.settings.to_dict(), "eps": list(config.eval_eps),
-            "accuracy": res.robustness.accuracy, "worst_of_both": both.accuracy,
-            "broken_by_autoattack_only": [(pgd_robust[k] & ~aa[k]).nonzero().squeeze(1).tolist() for k in k_all],
-            "broken_by_pgd_only": [(~pgd_robust[k] & aa[k]).nonzero().squeeze(1).tolist() for k in k_all],
-            "seconds": res.robustness.seconds}
+    return {
+        "attack": "autoattack",
+        "settings": res.settings.to_dict(),
+        "eps": list(config.eval_eps),
+        "accuracy": res.robustness.accuracy,
+        "worst_of_both": both.accuracy,
+        "broken_by_autoattack_only": [(pgd_robust[k] & ~aa[k]).nonzero().squeeze(1).tolist() for k in k_all],
+        "broken_by_pgd_only": [(~pgd_robust[k] & aa[k]).nonzero().squeeze(1).tolist() for k in k_all],
+        "seconds": res.robustness.seconds,
+    }
 
 
 def stored_analysis(run: Run, name: str) -> dict[str, Any] | None:
@@ -652,9 +792,17 @@ def autoattack_rows(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
         if aa is None or exact is None:
             continue
         k = list(aa["eps"]).index(eps)
-        rows.append({"method": run.config.label, "noise": noise_of(run), "seed": run.config.seed,
-                     "PGD": run.record.accuracy_at(eps), "AutoAttack": aa["accuracy"][k],
-                     "worst of both": aa["worst_of_both"][k], "exact": dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps]})
+        rows.append(
+            {
+                "method": run.config.label,
+                "noise": noise_of(run),
+                "seed": run.config.seed,
+                "PGD": run.record.accuracy_at(eps),
+                "AutoAttack": aa["accuracy"][k],
+                "worst of both": aa["worst_of_both"][k],
+                "exact": dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps],
+            }
+        )
     return pd.DataFrame(rows, columns=["method", "noise", "seed", "PGD", "AutoAttack", "worst of both", "exact"])
 
 
@@ -681,9 +829,12 @@ def autoattack_section(sweep: Sequence[Run], eps: float = 0.3) -> tuple[pd.DataF
     gap = float((rows["PGD"] - rows["exact"]).sum()) if len(rows) else 0.0
     closed = float((rows["PGD"] - rows["worst of both"]).sum()) / gap if gap > 0 else math.nan
     shown = autoattack_summary(rows).reset_index().set_index("noise") if len(rows) else "(no AutoAttack record yet)"
-    return rows, {"m_aa_table": shown,
-                  "m_aa_runs": len(rows), "m_aa_pending": pending,
-                  "m_aa_closed": f"{closed:.0%}" if math.isfinite(closed) else "n/a"}
+    return rows, {
+        "m_aa_table": shown,
+        "m_aa_runs": len(rows),
+        "m_aa_pending": pending,
+        "m_aa_closed": f"{closed:.0%}" if math.isfinite(closed) else "n/a",
+    }
 
 
 # ------------------------------------------------------------------------ margin calibration below the cap
@@ -699,10 +850,22 @@ def calibration_points(runs: Sequence[Run]) -> pd.DataFrame:
         cal = stored_analysis(run, "calibration")
         if cal is None:
             continue
-        rows.append(pd.DataFrame({"method": run.config.label, "seed": run.config.seed,
-                                  "stored": cal["stored"], "exact": cal["exact"], "eps_max": cal["eps_max"]}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["method", "seed", "stored", "exact", "eps_max"])
+        rows.append(
+            pd.DataFrame(
+                {
+                    "method": run.config.label,
+                    "seed": run.config.seed,
+                    "stored": cal["stored"],
+                    "exact": cal["exact"],
+                    "eps_max": cal["eps_max"],
+                }
+            )
+        )
+    return (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["method", "seed", "stored", "exact", "eps_max"])
+    )
 
 
 def calibration_below_cap(runs: Sequence[Run]) -> pd.DataFrame:
@@ -713,15 +876,21 @@ def calibration_below_cap(runs: Sequence[Run]) -> pd.DataFrame:
     for method, group in points.groupby("method"):
         below = group[(group["exact"] > 0) & (group["exact"] < group["eps_max"])]
         ratio = below["stored"] / below["exact"]
-        out.append({"method": method, "points": len(group), "share below the cap": len(below) / len(group),
-                    "median stored / exact": float(ratio.median()),
-                    "share over by > 10 %": float((ratio > 1.1).mean()),
-                    "share under by > 10 %": float((ratio < 0.9).mean())})
+        out.append(
+            {
+                "method": method,
+                "points": len(group),
+                "share below the cap": len(below) / len(group),
+                "median stored / exact": float(ratio.median()),
+                "share over by > 10 %": float((ratio > 1.1).mean()),
+                "share under by > 10 %": float((ratio < 0.9).mean()),
+            }
+        )
     return pd.DataFrame(out).set_index("method") if out else pd.DataFrame()
 
 
 # ------------------------------------------------------------------------------- the numbers findings quote
-PARAMS: dict[str, Any] = {}   # filled below: the Moons chapter's papermill parameters
+PARAMS: dict[str, Any] = {}  # filled below: the Moons chapter's papermill parameters
 
 
 def _params() -> dict[str, Any]:
@@ -742,16 +911,25 @@ def findings(table: TableOne, exact_mean: pd.DataFrame, eps: float = 0.3) -> Glu
     runner = max(others, key=lambda label: pgd[label]) if others else "ima"
     exact_order = ranking_of(ex)
     next_gap = max((label for label in others), key=lambda label: gap[label]) if others else "ima"
-    return {"m_f_ima_pgd": f"{pgd['ima']:.3f}", "m_f_ima_sd": f"{sd['ima']:.3f}", "m_f_runner": runner,
-            "m_f_runner_pgd": f"{pgd[runner]:.3f}", "m_f_lead": f"{pgd['ima'] - pgd[runner]:.3f}",
-            "m_f_ima_exact": f"{ex['ima']:.3f}", "m_f_ima_exact_rank": exact_order.index("ima") + 1,
-            "m_f_n": len(exact_order), "m_f_exact_first": exact_order[0],
-            "m_f_exact_first_value": f"{ex[exact_order[0]]:.3f}", "m_f_ima_gap": f"{gap['ima']:.3f}",
-            "m_f_next_gap_label": next_gap, "m_f_next_gap": f"{gap[next_gap]:.3f}",
-            "m_f_mma_diff": f"{pgd['mma'] - table.paper.loc['mma', eps]:+.3f}",
-            "m_f_mma_exact_diff": f"{ex['mma'] - table.paper.loc['mma', eps]:+.3f}",
-            "m_f_trades_clean": f"{table.mean.loc['trades', 0.0]:.3f}",
-            "m_f_trades_clean_paper": f"{table.paper.loc['trades', 0.0]:.3f}"}
+    return {
+        "m_f_ima_pgd": f"{pgd['ima']:.3f}",
+        "m_f_ima_sd": f"{sd['ima']:.3f}",
+        "m_f_runner": runner,
+        "m_f_runner_pgd": f"{pgd[runner]:.3f}",
+        "m_f_lead": f"{pgd['ima'] - pgd[runner]:.3f}",
+        "m_f_ima_exact": f"{ex['ima']:.3f}",
+        "m_f_ima_exact_rank": exact_order.index("ima") + 1,
+        "m_f_n": len(exact_order),
+        "m_f_exact_first": exact_order[0],
+        "m_f_exact_first_value": f"{ex[exact_order[0]]:.3f}",
+        "m_f_ima_gap": f"{gap['ima']:.3f}",
+        "m_f_next_gap_label": next_gap,
+        "m_f_next_gap": f"{gap[next_gap]:.3f}",
+        "m_f_mma_diff": f"{pgd['mma'] - table.paper.loc['mma', eps]:+.3f}",
+        "m_f_mma_exact_diff": f"{ex['mma'] - table.paper.loc['mma', eps]:+.3f}",
+        "m_f_trades_clean": f"{table.mean.loc['trades', 0.0]:.3f}",
+        "m_f_trades_clean_paper": f"{table.paper.loc['trades', 0.0]:.3f}",
+    }
 
 
 def per_seed_gap(runs: Sequence[Run], label: str, eps: float = 0.3) -> list[float]:
@@ -773,9 +951,17 @@ def mma_gap_by_noise(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
         if not runs:
             continue
         pgd = [r.record.accuracy_at(eps) for r in runs]
-        exact = [dict(zip(e["eps"], e["accuracy"], strict=False))[eps] for e in (cached_analysis(r, "exact") for r in runs)]
-        rows.append({"noise": level, "seeds": len(runs), "MMA PGD − paper": float(np.mean(pgd)) - paper,
-                     "MMA exact − paper": float(np.mean(exact)) - paper})
+        exact = [
+            dict(zip(e["eps"], e["accuracy"], strict=False))[eps] for e in (cached_analysis(r, "exact") for r in runs)
+        ]
+        rows.append(
+            {
+                "noise": level,
+                "seeds": len(runs),
+                "MMA PGD − paper": float(np.mean(pgd)) - paper,
+                "MMA exact − paper": float(np.mean(exact)) - paper,
+            }
+        )
     return pd.DataFrame(rows).set_index("noise").round(3) if rows else pd.DataFrame()
 
 
@@ -784,12 +970,30 @@ def rankings_table(sweep: Sequence[Run], eps: float = 0.3) -> pd.DataFrame:
     rows = []
     for level in sorted({noise_of(r) for r in sweep}):
         runs = [r for r in sweep if noise_of(r) == level]
-        frame = pd.DataFrame([{"label": r.config.label, "pgd": r.record.accuracy_at(eps),
-                               "exact": dict(zip(e["eps"], e["accuracy"], strict=False))[eps]}
-                              for r in runs for e in [cached_analysis(r, "exact")]]).groupby("label").mean()
+        frame = (
+            pd.DataFrame(
+                [
+                    {
+                        "label": r.config.label,
+                        "pgd": r.record.accuracy_at(eps),
+                        "exact": dict(zip(e["eps"], e["accuracy"], strict=False))[eps],
+                    }
+                    for r in runs
+                    for e in [cached_analysis(r, "exact")]
+                ]
+            )
+            .groupby("label")
+            .mean()
+        )
         order_pgd, order_exact = ranking_of(frame["pgd"]), ranking_of(frame["exact"])
-        rows.append({"noise": level, "PGD": " > ".join(order_pgd), "exact": " > ".join(order_exact),
-                     "same order": "yes" if order_pgd == order_exact else "no"})
+        rows.append(
+            {
+                "noise": level,
+                "PGD": " > ".join(order_pgd),
+                "exact": " > ".join(order_exact),
+                "same order": "yes" if order_pgd == order_exact else "no",
+            }
+        )
     return pd.DataFrame(rows).set_index("noise")
 
 
@@ -801,7 +1005,7 @@ def middle_line(runs: Sequence[Run]) -> pd.DataFrame:
         cal = stored_analysis(run, "calibration") if run.config.label in ("ima", "mma") else None
         if cal is None:
             continue
-        y = splits_of(run).train.y[:len(cal["exact"])].numpy()
+        y = splits_of(run).train.y[: len(cal["exact"])].numpy()
         rows.append(pd.DataFrame({"method": run.config.label, "class": y, "exact": cal["exact"]}))
     if not rows:
         return pd.DataFrame()

@@ -28,14 +28,26 @@ if TYPE_CHECKING:
 # tables train that family at, so the rows of one table never share a colour (their marker shows the family).
 METHOD_COLORS = {"ima": "#d62728", "mma": "#1f77b4", "trades": "#2ca02c", "ddn": "#9467bd", "ce": "#7f7f7f"}
 FAMILY_COLORS = {
-    "adv": ("#17becf", "#bcbd22", "#ff7f0e", "#8c564b", "#e377c2", "#ffbb78", "#c49c94", "#f7b6d2", "#dbdb8d",
-            "#9edae5"),
+    "adv": (
+        "#17becf",
+        "#bcbd22",
+        "#ff7f0e",
+        "#8c564b",
+        "#e377c2",
+        "#ffbb78",
+        "#c49c94",
+        "#f7b6d2",
+        "#dbdb8d",
+        "#9edae5",
+    ),
     "rand": ("#98df8a", "#c5b0d5", "#ff9896"),
 }
 MARKERS = {"ima": "o", "mma": "s", "trades": "^", "ddn": "D", "adv": "v", "rand": "X", "ce": "P"}
-OTHER_COLOR = "#000000"   # a label outside the paper's tables
-_FAMILY_EPS = {family: sorted({row.eps for table in TABLES.values() for row in table.rows if row.method == family})
-               for family in FAMILY_COLORS}
+OTHER_COLOR = "#000000"  # a label outside the paper's tables
+_FAMILY_EPS = {
+    family: sorted({row.eps for table in TABLES.values() for row in table.rows if row.method == family})
+    for family in FAMILY_COLORS
+}
 
 
 def _family(label: str) -> tuple[str, float | None]:
@@ -43,7 +55,7 @@ def _family(label: str) -> tuple[str, float | None]:
     for family in FAMILY_COLORS:
         if label.startswith(family) and label != family:
             try:
-                return family, float(label[len(family):])
+                return family, float(label[len(family) :])
             except ValueError:
                 break
     return label, None
@@ -74,8 +86,9 @@ def placeholder(text: str) -> Figure:
 
 
 @torch.no_grad()
-def decision_grid(model: nn.Module, xlim: tuple[float, float], ylim: tuple[float, float], n: int = 300
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decision_grid(
+    model: nn.Module, xlim: tuple[float, float], ylim: tuple[float, float], n: int = 300
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The logit difference z_1 - z_0 on an n x n grid (its zero set is the decision boundary)."""
     xs, ys = np.linspace(*xlim, n), np.linspace(*ylim, n)
     gx, gy = np.meshgrid(xs, ys)
@@ -85,8 +98,15 @@ def decision_grid(model: nn.Module, xlim: tuple[float, float], ylim: tuple[float
     return gx, gy, (logits[:, 1] - logits[:, 0]).reshape(n, n).numpy()
 
 
-def plot_decision_boundaries(runs: Sequence[Run], x: torch.Tensor, y: torch.Tensor, *, cols: int = 3,
-                             xlim: tuple[float, float] = (-1.5, 2.5), ylim: tuple[float, float] = (-1.0, 1.5)) -> Figure:
+def plot_decision_boundaries(
+    runs: Sequence[Run],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    cols: int = 3,
+    xlim: tuple[float, float] = (-1.5, 2.5),
+    ylim: tuple[float, float] = (-1.0, 1.5),
+) -> Figure:
     """Figure 6 style: test points and each model's decision boundary, one panel per run."""
     rows = -(-len(runs) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
@@ -96,20 +116,27 @@ def plot_decision_boundaries(runs: Sequence[Run], x: torch.Tensor, y: torch.Tens
         ax.contour(gx, gy, diff, levels=[0.0], colors="k", linewidths=1.2)
         ax.scatter(x[:, 0], x[:, 1], c=np.where(y.numpy() == 1, "#cb181d", "#2171b5"), s=2, alpha=0.5)
         accuracy = run.record.accuracy
-        ax.set_title(f"{run.config.label}: clean {accuracy[0]:.3f}, eps {run.record.eps[-1]:g}: {accuracy[-1]:.3f}",
-                     fontsize=9)
+        ax.set_title(
+            f"{run.config.label}: clean {accuracy[0]:.3f}, eps {run.record.eps[-1]:g}: {accuracy[-1]:.3f}", fontsize=9
+        )
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in list(axes.flat)[len(runs):]:
+    for ax in list(axes.flat)[len(runs) :]:
         ax.axis("off")
     fig.tight_layout()
     return fig
 
 
-def plot_accuracy_curves(mean: pd.DataFrame, paper: pd.DataFrame | None = None, *, title: str = "",
-                         std: pd.DataFrame | None = None, xlabel: str = "noise level eps") -> Figure:
+def plot_accuracy_curves(
+    mean: pd.DataFrame,
+    paper: pd.DataFrame | None = None,
+    *,
+    title: str = "",
+    std: pd.DataFrame | None = None,
+    xlabel: str = "noise level eps",
+) -> Figure:
     """Accuracy against noise level: ours solid (± one sd band), the paper's dashed."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label in mean.index:
@@ -121,8 +148,14 @@ def plot_accuracy_curves(mean: pd.DataFrame, paper: pd.DataFrame | None = None, 
             spread = std.loc[label].to_numpy(dtype=float)
             ax.fill_between(eps, values - spread, values + spread, color=color, alpha=0.15)
         if paper is not None and label in paper.index:
-            ax.plot(np.array(paper.columns, dtype=float), paper.loc[label].to_numpy(dtype=float), "--",
-                    color=color, alpha=0.7, label=f"{label} (paper)")
+            ax.plot(
+                np.array(paper.columns, dtype=float),
+                paper.loc[label].to_numpy(dtype=float),
+                "--",
+                color=color,
+                alpha=0.7,
+                label=f"{label} (paper)",
+            )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
@@ -140,8 +173,15 @@ def plot_paper_curves(paper: pd.DataFrame, *, title: str = "", xlabel: str = "no
     fig, ax = plt.subplots(figsize=(6, 4))
     eps = np.array(paper.columns, dtype=float)
     for label in paper.index:
-        ax.plot(eps, paper.loc[label].to_numpy(dtype=float), "--", marker=marker_of(label), ms=3,
-                color=color_of(label), label=f"{label} (paper)")
+        ax.plot(
+            eps,
+            paper.loc[label].to_numpy(dtype=float),
+            "--",
+            marker=marker_of(label),
+            ms=3,
+            color=color_of(label),
+            label=f"{label} (paper)",
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy reported by the paper")
     ax.set_ylim(-0.02, 1.02)
@@ -165,17 +205,34 @@ def plot_margin_histograms(margins: dict[str, torch.Tensor], eps_max: float, bin
     return fig
 
 
-def plot_noisy_examples(runs: Sequence[Run], x: torch.Tensor, y: torch.Tensor, eps_list: Sequence[float], *,
-                        class_names: Sequence[str] = ("non-COVID", "COVID"), clip: tuple[float, float] = (0.0, 1.0),
-                        steps: int = 100, seed: int = 0) -> Figure:
+def plot_noisy_examples(
+    runs: Sequence[Run],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_list: Sequence[float],
+    *,
+    class_names: Sequence[str] = ("non-COVID", "COVID"),
+    clip: tuple[float, float] = (0.0, 1.0),
+    steps: int = 100,
+    seed: int = 0,
+) -> Figure:
     """Figure 10 style: one row per run, a clean image then its 100-PGD noisy versions, titled with predictions."""
     fig, axes = plt.subplots(len(runs), len(eps_list), figsize=(2.2 * len(eps_list), 2.4 * len(runs)), squeeze=False)
     for row, run in zip(axes, runs):
         model = run.model.eval()
         for ax, eps in zip(row, eps_list):
             if eps > 0:
-                image = pgd(model, x, y, eps, norm="linf", steps=steps, step_size=eps / 10, clip=clip,
-                            generator=torch.Generator().manual_seed(seed))
+                image = pgd(
+                    model,
+                    x,
+                    y,
+                    eps,
+                    norm="linf",
+                    steps=steps,
+                    step_size=eps / 10,
+                    clip=clip,
+                    generator=torch.Generator().manual_seed(seed),
+                )
             else:
                 image = x
             with torch.no_grad():
@@ -187,20 +244,54 @@ def plot_noisy_examples(runs: Sequence[Run], x: torch.Tensor, y: torch.Tensor, e
     return fig
 
 
-def pgd_path(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int, step_size: float,
-             seed: int, loss: str = "ce", rand_init: bool = True) -> torch.Tensor:
+def pgd_path(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int,
+    step_size: float,
+    seed: int,
+    loss: str = "ce",
+    rand_init: bool = True,
+) -> torch.Tensor:
     """The iterates x_(0..steps) of one seeded PGD run on one sample: shape (steps + 1, d).
 
     PGD with the same generator seed draws the same start, so running it with
     k steps gives iterate k of the full run.
     """
-    points = [pgd(model, x, y, eps, norm="linf", steps=k, step_size=step_size, loss=loss, clip=None,
-                  rand_init=rand_init, generator=torch.Generator().manual_seed(seed))[0] for k in range(steps + 1)]
+    points = [
+        pgd(
+            model,
+            x,
+            y,
+            eps,
+            norm="linf",
+            steps=k,
+            step_size=step_size,
+            loss=loss,
+            clip=None,
+            rand_init=rand_init,
+            generator=torch.Generator().manual_seed(seed),
+        )[0]
+        for k in range(steps + 1)
+    ]
     return torch.stack(points)
 
 
-def plot_bpgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 20, alpha: float = 4.0,
-              n_binary: int = 10, seed: int = 0, span: float = 0.5) -> Figure:
+def plot_bpgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 20,
+    alpha: float = 4.0,
+    n_binary: int = 10,
+    seed: int = 0,
+    span: float = 0.5,
+) -> Figure:
     """BPGD on one Moons point: the eps-square, the PGD iterates, the two adjacent iterates that
     straddle the boundary, and the shrinking bisection brackets (Figures 2-3 of the paper)."""
     path = pgd_path(model, x, y, eps, steps=steps, step_size=alpha * eps / steps, seed=seed)
@@ -226,8 +317,8 @@ def plot_bpgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
     ax.legend(fontsize=7, loc="lower left")
     if bool((~correct).any()):
         first = int(torch.nonzero(~correct)[0])
-        inside = path[first - 1:first] if first > 0 else x
-        outside = path[first:first + 1]
+        inside = path[first - 1 : first] if first > 0 else x
+        outside = path[first : first + 1]
         brackets = [(inside, outside)]
         for k in range(1, n_binary + 1):
             brackets.append(bisect_boundary(model, inside, outside, y, k))
@@ -250,15 +341,25 @@ def plot_bpgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
     return fig
 
 
-def plot_disagreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, witness: torch.Tensor, *,
-                      title: str, steps: int = 100, seed: int = 0) -> Figure:
+def plot_disagreement(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    witness: torch.Tensor,
+    *,
+    title: str,
+    steps: int = 100,
+    seed: int = 0,
+) -> Figure:
     """One Moons test point that PGD calls robust at ``eps`` although ``witness`` (a misclassified point inside
     its eps-square, found by the exact search) exists: the square, the decision boundary, the PGD iterates."""
     path = pgd_path(model, x, y, eps, steps=steps, step_size=eps / 10, seed=seed, loss="ce")
     centre = x[0].numpy()
     fig, ax = plt.subplots(figsize=(5, 5))
-    gx, gy, diff = decision_grid(model, (centre[0] - 1.6 * eps, centre[0] + 1.6 * eps),
-                                 (centre[1] - 1.6 * eps, centre[1] + 1.6 * eps), 300)
+    gx, gy, diff = decision_grid(
+        model, (centre[0] - 1.6 * eps, centre[0] + 1.6 * eps), (centre[1] - 1.6 * eps, centre[1] + 1.6 * eps), 300
+    )
     ax.contourf(gx, gy, diff > 0, levels=[-0.5, 0.5, 1.5], colors=["#c6dbef", "#fcbba1"], alpha=0.6)
     ax.contour(gx, gy, diff, levels=[0.0], colors="k", linewidths=1)
     ax.add_patch(Rectangle(tuple(centre - eps), 2 * eps, 2 * eps, fill=False, ls="--", color="0.2"))
@@ -289,8 +390,9 @@ def plot_calibration(scatter: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figur
     return fig
 
 
-def plot_equilibrium(shifts: np.ndarray, losses_same: np.ndarray, losses_diff: np.ndarray, best_same: float,
-                     best_diff: float) -> Figure:
+def plot_equilibrium(
+    shifts: np.ndarray, losses_same: np.ndarray, losses_diff: np.ndarray, best_same: float, best_diff: float
+) -> Figure:
     """The expected noisy-sample loss against the boundary position, for equal and for unequal distributions."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(shifts, losses_same, label="same distribution for both classes")

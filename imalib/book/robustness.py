@@ -46,11 +46,20 @@ def attack_frame(records: Iterable[ResultRecord]) -> pd.DataFrame:
     for record in records:
         entry = record.autoattack
         for k, eps in enumerate(record.eps):
-            rows.append({"dataset": record.dataset, "norm": record.norm, "profile": record.profile,
-                         "label": record.label, "seed": record.seed, "n_test": record.n_test, "eps": eps,
-                         "pgd": record.accuracy[k],
-                         "autoattack": math.nan if entry is None else entry.accuracy[k],
-                         "worst_of_both": math.nan if entry is None else entry.worst_of_both[k]})
+            rows.append(
+                {
+                    "dataset": record.dataset,
+                    "norm": record.norm,
+                    "profile": record.profile,
+                    "label": record.label,
+                    "seed": record.seed,
+                    "n_test": record.n_test,
+                    "eps": eps,
+                    "pgd": record.accuracy[k],
+                    "autoattack": math.nan if entry is None else entry.accuracy[k],
+                    "worst_of_both": math.nan if entry is None else entry.worst_of_both[k],
+                }
+            )
     columns = ["dataset", "norm", "profile", "label", "seed", "n_test", "eps", *ATTACKS]
     return pd.DataFrame(rows, columns=columns)
 
@@ -72,8 +81,12 @@ def robustness_table(records: Sequence[ResultRecord], dataset: str, norm: str) -
     frame = _one(records, dataset, norm)
     order = list(dict.fromkeys(frame["label"]))
     grouped = frame.groupby(["label", "eps"], sort=False)
-    table = grouped.agg(n_seeds=("seed", "nunique"), n_test=("n_test", "min"),
-                        **{a: (a, "mean") for a in ATTACKS}, **{f"{a}_sd": (a, "std") for a in ATTACKS})
+    table = grouped.agg(
+        n_seeds=("seed", "nunique"),
+        n_test=("n_test", "min"),
+        **{a: (a, "mean") for a in ATTACKS},
+        **{f"{a}_sd": (a, "std") for a in ATTACKS},
+    )
     table = table.reset_index()
     table["label"] = pd.Categorical(table["label"], categories=order, ordered=True)
     return table.sort_values(["label", "eps"]).reset_index(drop=True).assign(label=lambda t: t["label"].astype(str))
@@ -81,27 +94,37 @@ def robustness_table(records: Sequence[ResultRecord], dataset: str, norm: str) -
 
 def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A :func:`robustness_table` for reading: methods as rows, (eps, attack) as columns, 'mean ± sd' cells."""
+
     def cell(mean: float, sd: float) -> str:
         if math.isnan(mean):
             return "not measured"
         return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
-    out = pd.DataFrame({(f"{eps:g}", attack): [cell(m, s) for m, s in
-                                               zip(part[attack], part[f"{attack}_sd"], strict=True)]
-                        for eps, part in table.groupby("eps", sort=True) for attack in ATTACKS},
-                       index=list(dict.fromkeys(table["label"])))
+    out = pd.DataFrame(
+        {
+            (f"{eps:g}", attack): [cell(m, s) for m, s in zip(part[attack], part[f"{attack}_sd"], strict=True)]
+            for eps, part in table.groupby("eps", sort=True)
+            for attack in ATTACKS
+        },
+        index=list(dict.fromkeys(table["label"])),
+    )
     out.columns = pd.MultiIndex.from_tuples(out.columns, names=["eps", "attack"])
     return out
 
 
 def compact_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A :func:`robustness_table` in one cell per (method, eps): 'PGD / AutoAttack / worst of both' (means)."""
+
     def number(value: float) -> str:
         return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
-    out = pd.DataFrame({f"{eps:g}": [" / ".join(number(row[a]) for a in ATTACKS) for _, row in part.iterrows()]
-                        for eps, part in table.groupby("eps", sort=True)},
-                       index=list(dict.fromkeys(table["label"])))
+    out = pd.DataFrame(
+        {
+            f"{eps:g}": [" / ".join(number(row[a]) for a in ATTACKS) for _, row in part.iterrows()]
+            for eps, part in table.groupby("eps", sort=True)
+        },
+        index=list(dict.fromkeys(table["label"])),
+    )
     out.index.name = "PGD / AutoAttack / worst of both"
     return out
 
@@ -117,8 +140,11 @@ def rankings(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.Dat
     for eps, part in table[table["eps"] > 0].groupby("eps", sort=True):
         pgd = " > ".join(part.sort_values("pgd", ascending=False, kind="stable")["label"])
         complete = not part["worst_of_both"].isna().any()
-        worst = " > ".join(part.sort_values("worst_of_both", ascending=False, kind="stable")["label"]) \
-            if complete else "not measured"
+        worst = (
+            " > ".join(part.sort_values("worst_of_both", ascending=False, kind="stable")["label"])
+            if complete
+            else "not measured"
+        )
         rows.append({"eps": eps, "pgd": pgd, "worst_of_both": worst, "changed": complete and pgd != worst})
     return pd.DataFrame(rows, columns=["eps", "pgd", "worst_of_both", "changed"])
 
@@ -162,23 +188,39 @@ def masking_signs(records: Iterable[ResultRecord]) -> pd.DataFrame:
                 if record.accuracy[k] - entry.accuracy[k] > resolution(record.accuracy[k], record.n_test):
                     rows.append((record, eps, "autoattack beats pgd", record.accuracy[k], entry.accuracy[k]))
     columns = ["dataset", "norm", "label", "seed", "eps", "sign", "before", "value", "resolution"]
-    return pd.DataFrame([{"dataset": r.dataset, "norm": r.norm, "label": r.label, "seed": r.seed, "eps": eps,
-                          "sign": sign, "before": before, "value": value,
-                          "resolution": resolution(before, r.n_test)} for r, eps, sign, before, value in rows],
-                        columns=columns)
+    return pd.DataFrame(
+        [
+            {
+                "dataset": r.dataset,
+                "norm": r.norm,
+                "label": r.label,
+                "seed": r.seed,
+                "eps": eps,
+                "sign": sign,
+                "before": before,
+                "value": value,
+                "resolution": resolution(before, r.n_test),
+            }
+            for r, eps, sign, before, value in rows
+        ],
+        columns=columns,
+    )
 
 
 def not_measured_command(records: Iterable[ResultRecord], results_root: str = "results") -> str | None:
     """The command that adds AutoAttack to the first record lacking it, or None when all have it."""
     for record in records:
         if record.autoattack is None:
-            return (f"python -m imalib evaluate --attack autoattack {results_root}/{record.dataset}/"
-                    f"{record.label}-{record.norm}-{record.config_hash}")
+            return (
+                f"python -m imalib evaluate --attack autoattack {results_root}/{record.dataset}/"
+                f"{record.label}-{record.norm}-{record.config_hash}"
+            )
     return None
 
 
-def chapter_values(records: Sequence[ResultRecord], dataset: str, norm: str, *,
-                   results_root: str = "results") -> dict[str, object]:
+def chapter_values(
+    records: Sequence[ResultRecord], dataset: str, norm: str, *, results_root: str = "results"
+) -> dict[str, object]:
     """Glue-ready values of the AutoAttack section for (dataset, norm), named ``<dataset>_<norm>_aa_<what>``.
 
     ``status`` says how many rows have AutoAttack (or 'not measured yet: <command>'); ``table`` is
@@ -193,21 +235,27 @@ def chapter_values(records: Sequence[ResultRecord], dataset: str, norm: str, *,
         return {f"{key}_{what}": empty for what in ("status", "table", "rankings", "overstated", "masking")}
     with_aa = sum(r.autoattack is not None for r in chosen)
     command = not_measured_command(chosen, results_root)
-    status = (f"AutoAttack measured on {with_aa} of {len(chosen)} runs" if with_aa else "not measured yet")
+    status = f"AutoAttack measured on {with_aa} of {len(chosen)} runs" if with_aa else "not measured yet"
     if command is not None:
         status += f"; to add it to a run: `{command}`"
     table = compact_table(robustness_table(chosen, dataset, norm))
     ranks = rankings(chosen, dataset, norm).set_index("eps")
     over = overstated(chosen, dataset, norm).set_index(["label", "eps"])
     masking = masking_signs(chosen).drop(columns=["dataset", "norm"])
-    return {f"{key}_status": status, f"{key}_table": table, f"{key}_rankings": ranks,
-            f"{key}_overstated": over if not over.empty else
-            ("none beyond the resolution" if with_aa else "not measured yet"),
-            f"{key}_masking": masking.set_index(["label", "seed", "eps"]) if not masking.empty else "none"}
+    return {
+        f"{key}_status": status,
+        f"{key}_table": table,
+        f"{key}_rankings": ranks,
+        f"{key}_overstated": over
+        if not over.empty
+        else ("none beyond the resolution" if with_aa else "not measured yet"),
+        f"{key}_masking": masking.set_index(["label", "seed", "eps"]) if not masking.empty else "none",
+    }
 
 
-def broken_by_autoattack(runs: Sequence[Any], eps: float, *, count: int = 4,
-                         data_root: str | None = None) -> pd.DataFrame:
+def broken_by_autoattack(
+    runs: Sequence[Any], eps: float, *, count: int = 4, data_root: str | None = None
+) -> pd.DataFrame:
     """Up to ``count`` test images per run that PGD left robust at ``eps`` and AutoAttack broke.
 
     ``runs`` are :class:`imalib.runs.Run` objects with weights and an
@@ -228,14 +276,17 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float, *, count: int = 4,
             raise ValueError(f"{run.path} has no model.pt: train it again to pick images AutoAttack broke")
         record = run.record
         if record.autoattack is None or eps not in record.eps:
-            raise ValueError(f"{run.path}: no AutoAttack outcome at eps {eps:g}; run 'python -m imalib evaluate "
-                             f"--attack autoattack {run.path}'")
+            raise ValueError(
+                f"{run.path}: no AutoAttack outcome at eps {eps:g}; run 'python -m imalib evaluate "
+                f"--attack autoattack {run.path}'"
+            )
         k = record.eps.index(eps)
         pgd = load_robustness(run.path).robust[k]
         aa = load_autoattack(run.path)
         if aa is None:
-            raise ValueError(f"{run.path} has no autoattack.pt; run 'python -m imalib evaluate --attack autoattack "
-                             f"{run.path}'")
+            raise ValueError(
+                f"{run.path} has no autoattack.pt; run 'python -m imalib evaluate --attack autoattack {run.path}'"
+            )
         chosen = (pgd & ~aa[k]).nonzero().squeeze(1)[:count]
         if chosen.numel() == 0:
             continue
@@ -243,8 +294,17 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float, *, count: int = 4,
         x, y = splits.test.inputs()[chosen], splits.test.y[chosen]
         with torch.no_grad():
             classes = int(run.model(x[:1]).shape[1])
-        again = evaluate_autoattack(run.model, x, y, norm=record.norm, eps_list=[eps], clip=splits.clip,
-                                    num_classes=classes, seed=record.seed, keep_adversarial=True)
+        again = evaluate_autoattack(
+            run.model,
+            x,
+            y,
+            norm=record.norm,
+            eps_list=[eps],
+            clip=splits.clip,
+            num_classes=classes,
+            seed=record.seed,
+            keep_adversarial=True,
+        )
         x_adv = again.adversarial[0]
         assert x_adv is not None
         with torch.no_grad():
@@ -254,13 +314,34 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float, *, count: int = 4,
                 continue
             difference = (x_adv[j] - x[j]).flatten()
             distance = float(difference.abs().max() if record.norm == "linf" else difference.norm())
-            rows.append({"label": record.label, "index": index, "y": int(y[j]),
-                         "adversarial_prediction": int(predicted[j]), "image": x[j], "adversarial": x_adv[j],
-                         "distance": distance})
-    return pd.DataFrame(rows, columns=["label", "index", "y", "adversarial_prediction", "image", "adversarial",
-                                       "distance"])
+            rows.append(
+                {
+                    "label": record.label,
+                    "index": index,
+                    "y": int(y[j]),
+                    "adversarial_prediction": int(predicted[j]),
+                    "image": x[j],
+                    "adversarial": x_adv[j],
+                    "distance": distance,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["label", "index", "y", "adversarial_prediction", "image", "adversarial", "distance"]
+    )
 
 
-__all__ = ["ATTACKS", "attack_frame", "broken_by_autoattack", "chapter_values", "compact_table", "format_table",
-           "masking_signs", "measured", "not_measured_command", "overstated", "rankings", "resolution",
-           "robustness_table"]
+__all__ = [
+    "ATTACKS",
+    "attack_frame",
+    "broken_by_autoattack",
+    "chapter_values",
+    "compact_table",
+    "format_table",
+    "masking_signs",
+    "measured",
+    "not_measured_command",
+    "overstated",
+    "rankings",
+    "resolution",
+    "robustness_table",
+]

@@ -27,14 +27,15 @@ class MoonsVerdict:
     noise: float
     at_edge: bool
     eps: float
-    pgd: pd.Series          # label -> mean over seeds, the paper's PGD
+    pgd: pd.Series  # label -> mean over seeds, the paper's PGD
     pgd_sd: pd.Series
-    exact: pd.Series        # label -> mean over seeds, exact robust accuracy
+    exact: pd.Series  # label -> mean over seeds, exact robust accuracy
     seeds: int
 
 
-def moons_verdict(results_root: str, seeds: Sequence[int], noise_levels: Sequence[float], eps: float = 0.3
-                  ) -> MoonsVerdict:
+def moons_verdict(
+    results_root: str, seeds: Sequence[int], noise_levels: Sequence[float], eps: float = 0.3
+) -> MoonsVerdict:
     """The Moons chapter's headline, recomputed from the records (the same functions the chapter uses)."""
     sweep, _ = moons.sweep_runs("cpu", seeds, None, noise_levels, results_root=results_root, train_missing=False)
     inferred, _ = moons.noise_inference(sweep, seeds)
@@ -42,12 +43,25 @@ def moons_verdict(results_root: str, seeds: Sequence[int], noise_levels: Sequenc
     rows = []
     for run in runs:
         exact = moons.cached_analysis(run, "exact")
-        rows.append({"label": run.config.label, "seed": run.config.seed, "pgd": run.record.accuracy_at(eps),
-                     "exact": dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps]})
+        rows.append(
+            {
+                "label": run.config.label,
+                "seed": run.config.seed,
+                "pgd": run.record.accuracy_at(eps),
+                "exact": dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps],
+            }
+        )
     frame = pd.DataFrame(rows)
     grouped = frame.groupby("label")
-    return MoonsVerdict(inferred.best, inferred.at_edge, eps, grouped["pgd"].mean(), grouped["pgd"].std(ddof=1),
-                        grouped["exact"].mean(), int(grouped["seed"].nunique().min()))
+    return MoonsVerdict(
+        inferred.best,
+        inferred.at_edge,
+        eps,
+        grouped["pgd"].mean(),
+        grouped["pgd"].std(ddof=1),
+        grouped["exact"].mean(),
+        int(grouped["seed"].nunique().min()),
+    )
 
 
 # ------------------------------------------------------------------------------------------ image tables
@@ -55,7 +69,7 @@ def moons_verdict(results_root: str, seeds: Sequence[int], noise_levels: Sequenc
 class ImageVerdict:
     """One image table at one profile: accuracy per (label, eps), the test-set size and the largest SE."""
 
-    accuracy: pd.DataFrame   # rows labels, columns eps
+    accuracy: pd.DataFrame  # rows labels, columns eps
     n_test: int
     seeds: int
     max_se: float
@@ -71,8 +85,11 @@ class ImageVerdict:
 
     def unresolved_eps(self, a: str, b: str) -> list[float]:
         """The attacked eps at which ``a`` and ``b`` differ by at most two combined standard errors."""
-        return [e for e in self.accuracy.columns if e > 0
-                and not resolved(float(self.accuracy.loc[a, e]), float(self.accuracy.loc[b, e]), self.n_test)]
+        return [
+            e
+            for e in self.accuracy.columns
+            if e > 0 and not resolved(float(self.accuracy.loc[a, e]), float(self.accuracy.loc[b, e]), self.n_test)
+        ]
 
 
 def image_verdict(results_root: str, dataset: str, norm: str, profile: str = "cpu") -> ImageVerdict | None:
@@ -80,13 +97,17 @@ def image_verdict(results_root: str, dataset: str, norm: str, profile: str = "cp
     records: list[ResultRecord] = collect(results_root, dataset=dataset, norm=norm, profile=profile)
     if not records:
         return None
-    rows = [{"label": r.label, "seed": r.seed, "eps": e, "accuracy": a}
-            for r in records for e, a in zip(r.eps, r.accuracy, strict=False)]
+    rows = [
+        {"label": r.label, "seed": r.seed, "eps": e, "accuracy": a}
+        for r in records
+        for e, a in zip(r.eps, r.accuracy, strict=False)
+    ]
     frame = pd.DataFrame(rows)
     accuracy = frame.pivot_table(index="label", columns="eps", values="accuracy", aggfunc="mean")
     n_test = min(r.n_test for r in records)
-    return ImageVerdict(accuracy, n_test, int(frame.groupby("label")["seed"].nunique().min()),
-                        standard_error(0.5, n_test))
+    return ImageVerdict(
+        accuracy, n_test, int(frame.groupby("label")["seed"].nunique().min()), standard_error(0.5, n_test)
+    )
 
 
 def calibration_below_cap(results_root: str, seeds: Sequence[int], noise: float = 0.1) -> pd.DataFrame:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -53,21 +53,24 @@ class ArrayDataset:
         """
         return self.inputs(idx).to(device), self.y[idx].to(device), idx.to(device)
 
-    def batches(self, batch_size: int, *, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def batches(
+        self, batch_size: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """The (x, y, idx) batches of one epoch; shuffled when ``generator`` is given."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         for start in range(0, n, batch_size):
-            yield self.batch(order[start:start + batch_size], device)
+            yield self.batch(order[start : start + batch_size], device)
 
     def n_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
 
-    def ordered_batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def ordered_batches(
+        self, batch_size: int, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         return self.batches(batch_size, device=device)
 
-    def subset(self, idx: Tensor) -> "ArrayDataset":
+    def subset(self, idx: Tensor) -> ArrayDataset:
         return ArrayDataset(self.x[idx], self.y[idx])
 
 

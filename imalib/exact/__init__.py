@@ -140,8 +140,7 @@ def exact_linf_robust(
         if levels_t.numel() == 0:
             return torch.full_like(upper, -math.inf)
         open_ = levels_t[None, :] < upper[:, None] - OFFSET_ATOL
-        return torch.where(open_, levels_t[None, :], torch.full_like(open_, -math.inf, dtype=torch.float64)
-                           ).amax(dim=1)
+        return torch.where(open_, levels_t[None, :], torch.full_like(open_, -math.inf, dtype=torch.float64)).amax(dim=1)
 
     eps_t = torch.tensor(eps_values, dtype=torch.float64)[:, None]
     with _torch_threads(threads):
@@ -161,9 +160,16 @@ def exact_linf_robust(
     witness = torch.where(keep[:, None], search.witness, torch.full_like(search.witness, float("nan")))
     offset = torch.where(keep, search.upper, torch.full_like(search.upper, float("inf")))
     return ExactResult(
-        eps=tuple(eps_values), robust=~broken, norm="linf", seconds=time.perf_counter() - began,
-        certified=broken | proved_robust, witness=witness, witness_offset=offset,
-        spacing=search.spacing, method=search.method, cells=search.cells,
+        eps=tuple(eps_values),
+        robust=~broken,
+        norm="linf",
+        seconds=time.perf_counter() - began,
+        certified=broken | proved_robust,
+        witness=witness,
+        witness_offset=offset,
+        spacing=search.spacing,
+        method=search.method,
+        cells=search.cells,
     )
 
 
@@ -211,8 +217,15 @@ def linf_distance_bounds(
         lower = torch.minimum(search.lower(), upper)
     witness = search.witness.clone()
     witness[search.upper > radius] = float("nan")
-    return DistanceBounds(lower=lower, upper=upper, witness=witness, spacing=search.spacing, method=search.method,
-                          cells=search.cells, seconds=time.perf_counter() - began)
+    return DistanceBounds(
+        lower=lower,
+        upper=upper,
+        witness=witness,
+        spacing=search.spacing,
+        method=search.method,
+        cells=search.cells,
+        seconds=time.perf_counter() - began,
+    )
 
 
 def exact_linf_distance(
@@ -236,8 +249,9 @@ def exact_linf_distance(
     set contains a closed h-square within offset d(x) + h of x (e.g. a boundary
     that is locally straight at its closest point).
     """
-    return linf_distance_bounds(model, x, y, max_radius=max_radius, resolution=resolution, certify=certify,
-                                deepen=deepen, threads=threads).upper
+    return linf_distance_bounds(
+        model, x, y, max_radius=max_radius, resolution=resolution, certify=certify, deepen=deepen, threads=threads
+    ).upper
 
 
 __all__ = [

@@ -77,8 +77,10 @@ def _resolve_method(model: nn.Module, certify: Certify) -> tuple[str, list[nn.Mo
         raise ValueError(f"certify={certify!r} is not supported: use auto, affine or gradient")
     layers = bound_layers(model)
     if certify == "affine" and layers is None:
-        raise ValueError("certify='affine' needs an nn.Sequential of Linear/ReLU/LeakyReLU/LayerNorm layers "
-                         "ending with Linear; use certify='gradient' or 'auto'")
+        raise ValueError(
+            "certify='affine' needs an nn.Sequential of Linear/ReLU/LeakyReLU/LayerNorm layers "
+            "ending with Linear; use certify='gradient' or 'auto'"
+        )
     if certify == "gradient" or layers is None:
         return "gradient", None
     return "affine", layers
@@ -102,8 +104,16 @@ class _Search:
     is within its reach (L-inf box distance); farther cells are dropped.
     """
 
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, radius: float, resolution: float,
-                 certify: Certify, reach: Callable[[Tensor], Tensor]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        radius: float,
+        resolution: float,
+        certify: Certify,
+        reach: Callable[[Tensor], Tensor],
+    ) -> None:
         if x.dim() != 2 or x.shape[1] != 2:
             raise ValueError(f"x has shape {tuple(x.shape)}; the exact search needs 2-D points of shape (N, 2)")
         if y.shape != (x.shape[0],):
@@ -127,8 +137,13 @@ class _Search:
         self.undecided: list[tuple[Tensor, float]] = []  # (centres, side)
         self.cells = 0
         with frozen_eval(model), torch.no_grad():
-            clean = torch.cat([model(self.xs[s:s + CHUNK].to(self.device)).argmax(dim=1).cpu()
-                               for s in range(0, n, CHUNK)]) if n else torch.zeros(0, dtype=torch.long)
+            clean = (
+                torch.cat(
+                    [model(self.xs[s : s + CHUNK].to(self.device)).argmax(dim=1).cpu() for s in range(0, n, CHUNK)]
+                )
+                if n
+                else torch.zeros(0, dtype=torch.long)
+            )
         wrong = clean != self.y
         self.upper[wrong] = 0.0  # x itself is the witness
         self.witness[wrong] = self.xs[wrong]
@@ -141,8 +156,9 @@ class _Search:
             rows = ((self.y == label) & (self.upper > 0)).nonzero().squeeze(1)
             if bad.shape[0] == 0 or rows.numel() == 0:
                 continue
-            dist, idx = cKDTree(bad.double().numpy()).query(self.x64[rows].numpy(), k=1, p=np.inf,
-                                                             distance_upper_bound=self.radius + 1.0)
+            dist, idx = cKDTree(bad.double().numpy()).query(
+                self.x64[rows].numpy(), k=1, p=np.inf, distance_upper_bound=self.radius + 1.0
+            )
             dist_t = torch.from_numpy(np.asarray(dist, dtype=np.float64))
             better = dist_t < self.upper[rows]
             self.upper[rows[better]] = dist_t[better]
@@ -158,7 +174,8 @@ class _Search:
             return mask
         limit = float(reach[active].max()) + half + 2 * OFFSET_ATOL
         pairs = cKDTree(centre.numpy()).sparse_distance_matrix(
-            cKDTree(self.x64[active].numpy()), limit, p=np.inf, output_type="ndarray")
+            cKDTree(self.x64[active].numpy()), limit, p=np.inf, output_type="ndarray"
+        )
         if len(pairs):
             cell = torch.from_numpy(pairs["i"].astype(np.int64))
             sample = torch.from_numpy(pairs["j"].astype(np.int64))
@@ -175,7 +192,7 @@ class _Search:
         """
         preds, proved = [], []
         for s in range(0, centre.shape[0], CHUNK):
-            exact = centre[s:s + CHUNK]
+            exact = centre[s : s + CHUNK]
             n = exact.shape[0]
             points = (exact[:, None, :] + _CORNERS[None] * half).reshape(-1, 2).float()
             fed = points.to(self.device, copy=True)
@@ -205,8 +222,14 @@ class _Search:
             proved.append(good)
         return torch.cat(preds), torch.cat(proved)
 
-    def refine(self, centre: Tensor, side: float, levels: int,
-               keep: Callable[[Tensor, float], Tensor] | None = None, set_aside: bool = False) -> None:
+    def refine(
+        self,
+        centre: Tensor,
+        side: float,
+        levels: int,
+        keep: Callable[[Tensor, float], Tensor] | None = None,
+        set_aside: bool = False,
+    ) -> None:
         """Process cells of ``side`` and up to ``levels`` generations of their children.
 
         ``keep(centres, half)`` (default :meth:`relevant`) picks the cells worth

@@ -35,14 +35,26 @@ METHODS: dict[str, str | type] = {
 }
 
 # The public names of this package that live in its modules (imported on first access).
-_LAZY = {"AdvEps": "adv_eps", "CE": "ce", "DDN": "ddn", "IMA": "ima", "MMA": "mma", "RandEps": "rand_eps",
-         "Trades": "trades", "BatchContext": "base", "Method": "base", "MethodState": "base", "StepOutput": "base"}
+_LAZY = {
+    "AdvEps": "adv_eps",
+    "CE": "ce",
+    "DDN": "ddn",
+    "IMA": "ima",
+    "MMA": "mma",
+    "RandEps": "rand_eps",
+    "Trades": "trades",
+    "BatchContext": "base",
+    "Method": "base",
+    "MethodState": "base",
+    "StepOutput": "base",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f"imalib.methods.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'imalib.methods' has no attribute {name!r}")
+
 
 # Method fields that come from the run configuration, not from method parameters.
 _CONFIG_FIELDS = {"eps": "--eps / RunConfig.eps", "norm": "--norm / RunConfig.norm", "name": "the method name"}
@@ -110,13 +122,14 @@ def build_method(name: str, *, eps: float, norm: str, params: Mapping[str, Any] 
             raise ConfigError(f"eps={eps!r}: method {name!r} needs eps > 0")
         kwargs["eps"] = eps
     elif eps != 0:
-        raise ConfigError(f"eps={eps!r}: method {name!r} trains without noise, so its eps must be 0 "
-                          f"(leave --eps out)")
+        raise ConfigError(f"eps={eps!r}: method {name!r} trains without noise, so its eps must be 0 (leave --eps out)")
     if "norm" in fields:
         allowed = typing.get_args(fields["norm"]) or (norm,)
         if norm not in allowed:
-            raise ConfigError(f"method {name!r} works in norm {' or '.join(map(repr, allowed))} only, not "
-                              f"norm={norm!r}: use norm={allowed[0]!r}")
+            raise ConfigError(
+                f"method {name!r} works in norm {' or '.join(map(repr, allowed))} only, not "
+                f"norm={norm!r}: use norm={allowed[0]!r}"
+            )
         kwargs["norm"] = norm
     try:
         return method_class(name)(**kwargs)

@@ -31,11 +31,21 @@ class AdvEps(StatelessMethod):
     alpha: float = 4.0
     name: str = "adv"
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState,
-                   ctx: BatchContext) -> StepOutput:
+    def batch_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState, ctx: BatchContext
+    ) -> StepOutput:
         x_adv = pgd(
-            model, x, y, self.eps, norm=self.norm, steps=self.steps, step_size=self.alpha * self.eps / self.steps,
-            loss="ce", rand_init=True, clip=ctx.clip, generator=ctx.generator,
+            model,
+            x,
+            y,
+            self.eps,
+            norm=self.norm,
+            steps=self.steps,
+            step_size=self.alpha * self.eps / self.steps,
+            loss="ce",
+            rand_init=True,
+            clip=ctx.clip,
+            generator=ctx.generator,
         )
         logits = model(x)
         clean = ce_sum(logits, y) / x.shape[0]

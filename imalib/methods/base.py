@@ -65,8 +65,9 @@ class Method(Protocol):
 
     def init(self, n_train: int, epochs: int) -> MethodState: ...
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: Any,
-                   ctx: BatchContext) -> StepOutput: ...
+    def batch_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: Any, ctx: BatchContext
+    ) -> StepOutput: ...
 
     def end_epoch(self, model: nn.Module, data: BatchSource, state: Any, ctx: BatchContext) -> None: ...
 
@@ -98,8 +99,7 @@ class MarginState:
 
     def start_from(self, values: Tensor) -> None:
         """Start from the margins ``values`` of a finished run (same training set), keeping delta and eps_max."""
-        self.margins.load_state_dict({"values": values, "delta": self.margins.delta,
-                                      "eps_max": self.margins.eps_max})
+        self.margins.load_state_dict({"values": values, "delta": self.margins.delta, "eps_max": self.margins.eps_max})
 
 
 class StatelessMethod:
@@ -119,5 +119,14 @@ def ce_sum(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
 
 
-__all__ = ["BatchContext", "BatchSource", "MarginState", "Method", "MethodState", "NoState", "StatelessMethod",
-           "StepOutput", "ce_sum"]
+__all__ = [
+    "BatchContext",
+    "BatchSource",
+    "MarginState",
+    "Method",
+    "MethodState",
+    "NoState",
+    "StatelessMethod",
+    "StepOutput",
+    "ce_sum",
+]

@@ -22,8 +22,9 @@ class CE(StatelessMethod):
 
     name: str = "ce"
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState,
-                   ctx: BatchContext) -> StepOutput:
+    def batch_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState, ctx: BatchContext
+    ) -> StepOutput:
         logits = model(x)
         loss = ce_sum(logits, y) / x.shape[0]
         return StepOutput(loss, logits, {"ce": loss.item()})

@@ -34,11 +34,20 @@ class DDN(StatelessMethod):
     gamma: float = 0.05
     name: str = "ddn"
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState,
-                   ctx: BatchContext) -> StepOutput:
+    def batch_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState, ctx: BatchContext
+    ) -> StepOutput:
         levels = 256 if ctx.clip is not None else None
-        x_ddn = ddn(model, x, y, steps=self.steps, gamma=self.gamma, quantize_levels=levels, clip=ctx.clip,
-                    generator=ctx.generator)
+        x_ddn = ddn(
+            model,
+            x,
+            y,
+            steps=self.steps,
+            gamma=self.gamma,
+            quantize_levels=levels,
+            clip=ctx.clip,
+            generator=ctx.generator,
+        )
         x_adv = x + project_ball(x_ddn - x, self.eps, self.norm)
         with torch.no_grad():
             logits = model(x)

@@ -80,14 +80,26 @@ class IMA:
         delta = self.delta if self.delta is not None else self.eps / epochs
         return IMAState(MarginStore(n_train, delta=delta, eps_max=self.eps))
 
-    def _boundary(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, margins: MarginStore,
-                  ctx: BatchContext) -> BoundaryResult:
+    def _boundary(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, margins: MarginStore, ctx: BatchContext
+    ) -> BoundaryResult:
         eps = margins.get(idx).to(device=x.device, dtype=x.dtype)
-        return bpgd(model, x, y, eps, norm=self.norm, steps=self.steps, alpha=self.alpha, n_binary=self.n_binary,
-                    clip=ctx.clip, generator=ctx.generator)
+        return bpgd(
+            model,
+            x,
+            y,
+            eps,
+            norm=self.norm,
+            steps=self.steps,
+            alpha=self.alpha,
+            n_binary=self.n_binary,
+            clip=ctx.clip,
+            generator=ctx.generator,
+        )
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: IMAState,
-                   ctx: BatchContext) -> StepOutput:
+    def batch_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: IMAState, ctx: BatchContext
+    ) -> StepOutput:
         logits = model(x)
         correct = logits.detach().argmax(dim=1) == y
         clean = ce_sum(logits, y)  # L_0 + L_1
@@ -107,8 +119,9 @@ class IMA:
             state.pending.append((idx.cpu(), correct.cpu(), found.cpu(), distance.detach().cpu()))
         batch = x.shape[0]
         loss = ((1.0 - self.beta) * clean + self.beta * noisy) / batch
-        return StepOutput(loss, logits, {"L01": clean.item() / batch, "L2": noisy.item() / batch,
-                                          "found": n_found / batch})
+        return StepOutput(
+            loss, logits, {"L01": clean.item() / batch, "L2": noisy.item() / batch, "found": n_found / batch}
+        )
 
     def end_epoch(self, model: nn.Module, data: BatchSource, state: IMAState, ctx: BatchContext) -> None:
         if self.margin_mode == "fused":

@@ -23,8 +23,9 @@ from imalib.norms import Clip, Norm, as_column, clip_box
 
 
 @torch.no_grad()
-def search_along_ray(model: nn.Module, x: Tensor, y: Tensor, unit: Tensor, start: Tensor, max_eps: float,
-                     n_search: int, clip: Clip) -> Tensor:
+def search_along_ray(
+    model: nn.Module, x: Tensor, y: Tensor, unit: Tensor, start: Tensor, max_eps: float, n_search: int, clip: Clip
+) -> Tensor:
     """MMA's bisection on the scalar eps along x + eps * unit, eps in [0, max_eps].
 
     Starts from ``start`` (where the AN-PGD point lies) and halves the bracket
@@ -81,8 +82,9 @@ class MMA:
     def init(self, n_train: int, epochs: int) -> MarginState:
         return MarginState(MarginStore(n_train, delta=self.min_eps, eps_max=self.search_max * self.eps))
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: MarginState,
-                   ctx: BatchContext) -> StepOutput:
+    def batch_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: MarginState, ctx: BatchContext
+    ) -> StepOutput:
         margins = state.margins
         logits = model(x)
         clean = F.cross_entropy(logits, y)
@@ -92,9 +94,19 @@ class MMA:
         if bool(correct.any()):
             xc, yc = x[correct], y[correct]
             prev = margins.get(idx[correct]).to(xc).clamp_min(self.min_eps)
-            x_pgd = pgd(model, xc, yc, prev, norm=self.norm, steps=self.steps,
-                        step_size=self.eps_iter_scale * prev / self.steps, loss="slm", rand_init=True,
-                        clip=ctx.clip, generator=ctx.generator)
+            x_pgd = pgd(
+                model,
+                xc,
+                yc,
+                prev,
+                norm=self.norm,
+                steps=self.steps,
+                step_size=self.eps_iter_scale * prev / self.steps,
+                loss="slm",
+                rand_init=True,
+                clip=ctx.clip,
+                generator=ctx.generator,
+            )
             unit = (x_pgd - xc) / as_column(prev + 1e-12, xc)
             margin = search_along_ray(model, xc, yc, unit, prev, self.search_max * self.eps, self.n_search, ctx.clip)
             x_adv = clip_box(xc + as_column(margin, xc) * unit, ctx.clip)

@@ -28,8 +28,9 @@ class RandEps(StatelessMethod):
     eps: float
     name: str = "rand"
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState,
-                   ctx: BatchContext) -> StepOutput:
+    def batch_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState, ctx: BatchContext
+    ) -> StepOutput:
         u = torch.rand(x.shape, generator=ctx.generator, dtype=x.dtype, device=x.device)
         x_noisy = clip_box(x + (2.0 * u - 1.0) * self.eps, ctx.clip)
         logits = model(x)

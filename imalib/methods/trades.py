@@ -35,11 +35,18 @@ class Trades(StatelessMethod):
     alpha: float = 4.0
     name: str = "trades"
 
-    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState,
-                   ctx: BatchContext) -> StepOutput:
+    def batch_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor, state: NoState, ctx: BatchContext
+    ) -> StepOutput:
         x_adv = trades_kl_attack(
-            model, x, eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.alpha * self.eps / self.steps,
-            clip=ctx.clip, generator=ctx.generator,
+            model,
+            x,
+            eps=self.eps,
+            norm=self.norm,
+            steps=self.steps,
+            step_size=self.alpha * self.eps / self.steps,
+            clip=ctx.clip,
+            generator=ctx.generator,
         )
         logits = model(x)
         natural = ce_sum(logits, y) / x.shape[0]
