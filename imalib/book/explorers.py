@@ -156,6 +156,19 @@ class _Explorer:
             ]
         )
 
+    def snapshot_grid(self, first: widgets.ValueWidget, second: widgets.ValueWidget) -> list[list[widgets.VBox]]:
+        """One snapshot per (first, second) pair of control values, rows by ``first``: the frames of a page."""
+        rows = []
+        with self.framing():
+            for a in list(first.options):
+                first.value = a
+                row = []
+                for b in list(second.options):
+                    second.value = b
+                    row.append(self.snapshot())
+                rows.append(row)
+        return rows
+
     figure: Figure
 
 
@@ -549,15 +562,7 @@ class MarginExplorer(_Explorer):
     def frames(self) -> widgets.VBox:
         """Every method x seed, precomputed and tied to two dropdowns in the browser (jslink)."""
         labels, seeds = list(self.method.options), list(self.seed.options)
-        rows = []
-        with self.framing():
-            for label in labels:
-                self.method.value = label
-                row = []
-                for seed in seeds:
-                    self.seed.value = seed
-                    row.append(self.snapshot())
-                rows.append(row)
+        rows = self.snapshot_grid(self.method, self.seed)
         method = widgets.Dropdown(options=labels, index=0, description="method")
         seed = widgets.Dropdown(options=seeds, index=0, description="seed")
         return widgets.VBox(
@@ -627,15 +632,7 @@ class MarginHistogramExplorer(_Explorer):
     def frames(self) -> widgets.VBox:
         """Every method x norm, precomputed and tied to two toggles in the browser (jslink)."""
         methods, norms = list(self.method.options), list(self.norm.options)
-        rows = []
-        with self.framing():
-            for method in methods:
-                self.method.value = method
-                row = []
-                for norm in norms:
-                    self.norm.value = norm
-                    row.append(self.snapshot())
-                rows.append(row)
+        rows = self.snapshot_grid(self.method, self.norm)
         method = widgets.ToggleButtons(options=methods, index=0, description="method")
         norm = widgets.ToggleButtons(options=norms, index=0, description="norm")
         return widgets.VBox([widgets.HTML(NO_KERNEL_NOTE), method, norm, _stack_frames(rows, method, norm)])
