@@ -128,7 +128,7 @@ def test_moons_table_and_figures_are_there(tmp_path):
     for label in ("ima", "mma", "trades", "adv0.3", "ce"):
         assert f">{label}<" in dom, f"row {label} missing from the Moons tables"
     images = re.findall(r'<img[^>]+src="([^"]+\.png)"', dom)
-    assert len(images) >= 4, images
+    assert len(images) >= 3, images  # the accuracy curves, the decision boundaries, the PGD - exact gap
     for source in images:
         assert (HTML / "book" / "generated" / source).resolve().exists() or (HTML / source.lstrip("/")).exists()
     assert "Not reproduced" not in dom
