@@ -156,11 +156,14 @@ class _Explorer:
             ]
         )
 
-    def snapshot_grid(self, first: widgets.ValueWidget, second: widgets.ValueWidget) -> list[list[widgets.VBox]]:
-        """One snapshot per (first, second) pair of control values, rows by ``first``: the frames of a page."""
+    def snapshot_grid(
+        self, first: widgets.ValueWidget, second: widgets.ValueWidget, first_values: Sequence[Any] | None = None
+    ) -> list[list[widgets.VBox]]:
+        """One snapshot per (first, second) pair of control values, rows by ``first`` (all its options, or
+        ``first_values``): the frames of a page without a kernel."""
         rows = []
         with self.framing():
-            for a in list(first.options):
+            for a in list(first.options if first_values is None else first_values):
                 first.value = a
                 row = []
                 for b in list(second.options):
@@ -449,15 +452,7 @@ class MoonsExplorer(_Explorer):
         if not labels:
             raise KeyError(f"no finished Moons run for noise {noise:g}, seed {seed}")
         self.seed.value, self.noise.value = seed, noise
-        rows = []
-        with self.framing():
-            for label in labels:
-                self.method.value = label
-                row = []
-                for eps in self.eps.options:
-                    self.eps.value = eps
-                    row.append(self.snapshot())
-                rows.append(row)
+        rows = self.snapshot_grid(self.method, self.eps, labels)
         method = widgets.Dropdown(options=labels, index=0, description="method")
         eps = widgets.SelectionSlider(options=list(self.eps.options), index=0, description="eps")
         stack = _stack_frames(rows, method, eps)
@@ -886,15 +881,7 @@ class ImageExplorer(_Explorer):
             return self.widget
         self.index.value = index
         labels = list(self.method.options)
-        rows = []
-        with self.framing():
-            for label in labels:
-                self.method.value = label
-                row = []
-                for eps in self.eps.options:
-                    self.eps.value = eps
-                    row.append(self.snapshot())
-                rows.append(row)
+        rows = self.snapshot_grid(self.method, self.eps)
         method = widgets.Dropdown(options=labels, index=0, description="model")
         eps = widgets.SelectionSlider(options=list(self.eps.options), index=0, description="eps")
         return widgets.VBox(
