@@ -253,6 +253,116 @@ def evaluate_autoattack(
     )
 
 
+@dataclass(frozen=True)
+class BrokenExamples:
+    """Test images that PGD left robust and AutoAttack broke, with the adversarial inputs it found.
+
+    One entry per example: ``eps`` (the noise level), ``index`` (in the
+    attacked test set), ``y``, ``prediction`` (the model's class for the
+    adversarial input), ``clean`` and ``adversarial`` (the inputs, in the data's
+    own coordinates) and ``distance`` (their difference in the attack's norm).
+    """
+
+    eps: tuple[float, ...]
+    index: Tensor
+    y: Tensor
+    prediction: Tensor
+    clean: Tensor
+    adversarial: Tensor
+    distance: Tensor
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "eps": list(self.eps),
+            "index": self.index,
+            "y": self.y,
+            "prediction": self.prediction,
+            "clean": self.clean,
+            "adversarial": self.adversarial,
+            "distance": self.distance,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> BrokenExamples:
+        return cls(
+            eps=tuple(float(e) for e in values["eps"]),  # type: ignore[attr-defined]
+            **{k: values[k] for k in ("index", "y", "prediction", "clean", "adversarial", "distance")},  # type: ignore[arg-type]
+        )
+
+    def __len__(self) -> int:
+        return len(self.eps)
+
+
+def broken_examples(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    pgd_robust: Tensor,
+    autoattack_robust: Tensor,
+    *,
+    norm: Norm,
+    eps_list: Sequence[float],
+    clip: Clip,
+    num_classes: int,
+    seed: int = 0,
+    count: int = 2,
+) -> BrokenExamples:
+    """Up to ``count`` images per noise level that PGD called robust and AutoAttack broke, attacked again.
+
+    ``pgd_robust`` and ``autoattack_robust`` are the per-image outcomes
+    ([eps, images]) of the two attacks on ``x``. The first ``2 * count``
+    candidates per level are attacked again with the custom set to recover an
+    adversarial input (AutoAttack's random start depends on the batch, so an
+    image the second pass does not break is skipped); each kept input is
+    checked: within ``eps`` in ``norm`` and misclassified. The cost is that of
+    attacking a few images, a small part of the evaluation.
+    """
+    norm = check_norm(norm)
+    if pgd_robust.shape != autoattack_robust.shape or pgd_robust.shape != (len(eps_list), x.shape[0]):
+        raise ValueError(
+            f"pgd_robust {tuple(pgd_robust.shape)} and autoattack_robust {tuple(autoattack_robust.shape)} must "
+            f"both be [eps levels, images] = ({len(eps_list)}, {x.shape[0]})"
+        )
+    eps_kept: list[float] = []
+    parts: dict[str, list[Tensor]] = {k: [] for k in ("index", "y", "prediction", "clean", "adversarial", "distance")}
+    candidates = pgd_robust.cpu() & ~autoattack_robust.cpu()
+    for k, eps in enumerate(eps_list):
+        chosen = candidates[k].nonzero().squeeze(1)[: 2 * count]
+        if eps <= 0 or chosen.numel() == 0:
+            continue
+        xs, ys = x[chosen.to(x.device)], y[chosen.to(y.device)]
+        again = evaluate_autoattack(
+            model, xs, ys, norm=norm, eps_list=[float(eps)], clip=clip, num_classes=num_classes,
+            seed=seed + k, keep_adversarial=True,
+        )  # fmt: skip
+        x_adv = again.adversarial[0]
+        assert x_adv is not None
+        with frozen_eval(model), torch.no_grad():
+            predicted = model(x_adv).argmax(dim=1)
+        difference = (x_adv - xs).flatten(1)
+        distance = difference.abs().amax(dim=1) if norm == "linf" else difference.norm(dim=1)
+        broken = (~again.robustness.robust[0]).to(x.device) & (predicted != ys) & (distance <= eps * (1 + 1e-4))
+        keep = broken.nonzero().squeeze(1)[:count]
+        eps_kept += [float(eps)] * int(keep.numel())
+        for name, values in (
+            ("index", chosen.to(x.device)), ("y", ys), ("prediction", predicted), ("clean", xs),
+            ("adversarial", x_adv), ("distance", distance),
+        ):  # fmt: skip
+            parts[name].append(values[keep].detach().cpu())
+    shapes = {"clean": (0, *x.shape[1:]), "adversarial": (0, *x.shape[1:])}
+    return BrokenExamples(
+        eps=tuple(eps_kept),
+        **{
+            name: torch.cat(values) if values else torch.zeros(shapes.get(name, (0,)), dtype=_dtype(name, x))
+            for name, values in parts.items()
+        },  # type: ignore[arg-type]
+    )
+
+
+def _dtype(name: str, x: Tensor) -> torch.dtype:
+    return torch.long if name in ("index", "y", "prediction") else x.dtype
+
+
 def worst_case(*results: RobustnessResult) -> RobustnessResult:
     """Per image and eps, robust only if robust under every result (the same images in the same order)."""
     if not results:

@@ -4,7 +4,8 @@ A run lives in ``<results>/<dataset>/<label>-<norm>-<hash>/`` and holds
 ``config.json``; while training ``checkpoint.pt``; after training ``model.pt``
 (final weights), ``margins.pt`` (IMA / MMA) and ``train.json``; after the
 evaluation ``robust.pt`` (per-sample outcomes of the paper's PGD),
-``autoattack.pt`` (AutoAttack's, where measured) and ``result.json``. Every file
+``autoattack.pt`` (AutoAttack's, where measured), ``autoattack_examples.pt`` (a
+few images PGD called robust and AutoAttack broke) and ``result.json``. Every file
 is written atomically (temporary file, then rename), and ``result.json`` last:
 its presence means the run is complete.
 """
@@ -16,7 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,6 +32,9 @@ from imalib.methods import build_method
 from imalib.models import build_model
 from imalib.records import RESULT_FILE, AutoAttackEntry, Environment, ResultRecord, read_record
 from imalib.train import TrainResult, fit, make_optimizer
+
+if TYPE_CHECKING:
+    from imalib.autoattack import BrokenExamples
 
 EVAL_PROTOCOL = (
     "first-misclassified: each PGD run stops a sample at its first misclassified iterate and counts it "
@@ -182,6 +186,8 @@ AUTOATTACK_FILES = {
     "custom": ("autoattack", "autoattack.pt"),
     "standard": ("autoattack_standard", "autoattack_standard.pt"),
 }
+EXAMPLES_FILE = "autoattack_examples.pt"
+EXAMPLES_PER_LEVEL = 2
 
 
 def _wants_autoattack(config: RunConfig, autoattack: bool | None) -> bool:
@@ -248,6 +254,67 @@ def _measure_autoattack(
     return entry, result.robustness.robust
 
 
+def _save_examples(
+    path: Path,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pgd_robust: torch.Tensor,
+    autoattack_robust: torch.Tensor,
+    config: RunConfig,
+    splits: Splits,
+) -> None:
+    """Write ``autoattack_examples.pt``: a few images per level that PGD left robust and AutoAttack broke."""
+    from imalib.autoattack import broken_examples
+
+    with torch.no_grad():
+        num_classes = int(model(x[:1]).shape[1])
+    examples = broken_examples(
+        model,
+        x,
+        y,
+        pgd_robust,
+        autoattack_robust,
+        norm=config.norm,
+        eps_list=config.eval_eps,
+        clip=splits.clip,
+        num_classes=num_classes,
+        seed=config.seed,
+        count=EXAMPLES_PER_LEVEL,
+    )
+    save_torch(path / EXAMPLES_FILE, examples.to_dict())
+
+
+def load_examples(path: str | Path) -> BrokenExamples | None:
+    """The images of a run that PGD called robust and AutoAttack broke (None: AutoAttack not run with them)."""
+    from imalib.autoattack import BrokenExamples
+
+    file = Path(path) / EXAMPLES_FILE
+    return BrokenExamples.from_dict(load_torch(file)) if file.exists() else None
+
+
+def add_autoattack_examples(path: str | Path, *, data_root: str | Path | None = None, device: str = "auto") -> int:
+    """Write ``autoattack_examples.pt`` for a run evaluated with AutoAttack whose weights exist; the count kept.
+
+    The evaluation writes this file itself; this is for runs whose AutoAttack pass predates it.
+    """
+    path = Path(path)
+    aa = load_autoattack(path)
+    if aa is None:
+        raise FileNotFoundError(f"{path} has no autoattack.pt: run 'imalib evaluate --attack autoattack {path}' first")
+    if not (path / "model.pt").exists():
+        raise CheckpointError(f"{path} has no model.pt: train the run again, then run this again")
+    config, model, _ = _load_trained(path)
+    splits = splits_of(config, data_root)
+    device = device_name(device)
+    model.to(device).eval()
+    x, y = splits.test.inputs().to(device), splits.test.y.to(device)
+    _save_examples(path, model, x, y, load_robustness(path).robust, aa, config, splits)
+    model.to("cpu")
+    examples = load_examples(path)
+    return 0 if examples is None else len(examples)
+
+
 def _evaluate(
     path: Path,
     config: RunConfig,
@@ -311,6 +378,7 @@ def _evaluate(
             model, x_test, y_test, robustness, config, splits, version="custom", indices=None, progress=progress
         )
         save_torch(path / AUTOATTACK_FILES["custom"][1], robust)
+        _save_examples(path, model, x_test, y_test, robustness.robust, robust, config, splits)
         record = replace(record, autoattack=entry)
     write_json(path / RESULT_FILE, record.to_json())
     return record
@@ -395,6 +463,8 @@ def add_autoattack(
     )
     name, file = AUTOATTACK_FILES[version]
     save_torch(path / file, robust)
+    if version == "custom":
+        _save_examples(path, model, x_test, y_test, pgd.robust, robust, config, splits)
     record = replace(record, autoattack=entry) if name == "autoattack" else replace(record, autoattack_standard=entry)
     write_json(path / RESULT_FILE, record.to_json())
     model.to("cpu")

@@ -119,3 +119,27 @@ def test_worst_case_is_the_per_sample_and():
     other = RobustnessResult(eps=(0.0, 0.2), robust=a.robust, norm="linf", seconds=0.0)
     with pytest.raises(ValueError, match="different eps"):
         worst_case(a, other)
+
+
+def test_broken_examples_are_within_eps_and_misclassified():
+    from imalib.autoattack import broken_examples
+
+    model, x, y, distance = linear_points()
+    distance = distance.detach()
+    eps = [0.0, 0.1, 0.3]
+    aa = evaluate_autoattack(model, x, y, norm="linf", eps_list=eps, clip=None, num_classes=2).robustness.robust
+    pgd_blind = aa[:1].repeat(len(eps), 1)  # a PGD that found nothing: every image AutoAttack broke qualifies
+    examples = broken_examples(model, x, y, pgd_blind, aa, norm="linf", eps_list=eps, clip=None, num_classes=2,
+                               count=3)
+    assert len(examples) == 6 and examples.eps == (0.1,) * 3 + (0.3,) * 3
+    for j, level in enumerate(examples.eps):
+        i = int(examples.index[j])
+        assert bool(pgd_blind[eps.index(level), i]) and not bool(aa[eps.index(level), i])
+        assert torch.equal(examples.clean[j], x[i]) and int(examples.y[j]) == int(y[i])
+        assert float((examples.adversarial[j] - x[i]).abs().max()) <= level * (1 + 1e-4)
+        assert float(distance[i]) <= level * (1 + 1e-4)  # only an image within eps of the boundary can break
+        assert int(model(examples.adversarial[j : j + 1]).argmax()) == int(examples.prediction[j]) != int(y[i])
+    same = broken_examples(model, x, y, aa, aa, norm="linf", eps_list=eps, clip=None, num_classes=2)
+    assert len(same) == 0 and same.clean.shape == (0, 2)  # PGD as strong as AutoAttack: nothing to show
+    with pytest.raises(ValueError, match=r"\[eps levels, images\]"):
+        broken_examples(model, x, y, aa[:2], aa, norm="linf", eps_list=eps, clip=None, num_classes=2)

@@ -191,9 +191,10 @@ def test_run_experiment_is_quiet_by_default(tmp_path: Path, capsys: pytest.Captu
 def test_images_pgd_called_robust_and_autoattack_broke(tmp_path: Path) -> None:
     from imalib.book.robustness import broken_by_autoattack
     from imalib.io import save_torch
-    from imalib.runs import load_run
+    from imalib.runs import EXAMPLES_FILE, add_autoattack_examples, load_examples, load_run
 
     run = run_experiment(moons_config(), results_root=tmp_path, autoattack=True)
+    assert (run.path / EXAMPLES_FILE).exists()  # the evaluation writes them
     k = run.record.eps.index(0.3)
     aa = load_autoattack(run.path)
     assert aa is not None
@@ -202,12 +203,22 @@ def test_images_pgd_called_robust_and_autoattack_broke(tmp_path: Path) -> None:
     save_torch(run.path / "robust.pt", clean.unsqueeze(0).repeat(len(run.record.eps), 1))
     candidates = (clean & ~aa[k]).nonzero().squeeze(1)
     assert candidates.numel() >= 3
-    frame = broken_by_autoattack([load_run(run.path)], 0.3, count=3)
-    assert 1 <= len(frame) <= 3 and set(frame["index"]) <= set(candidates[:3].tolist())
+    assert add_autoattack_examples(run.path) >= 1
+    examples = load_examples(run.path)
+    assert examples is not None and len(examples) <= 2 * (len(run.record.eps) - 1)
+    frame = broken_by_autoattack([run.path], 0.3, count=3)
+    assert 1 <= len(frame) <= 2 and set(frame["index"]) <= set(candidates[:4].tolist())
+    model = load_run(run.path).model
     for row in frame.itertuples():
-        assert row.distance <= 0.3 * (1 + 1e-4)
+        assert row.eps == 0.3 and row.distance <= 0.3 * (1 + 1e-4)
+        assert float((row.adversarial - row.image).abs().max()) <= 0.3 * (1 + 1e-4)
         assert row.adversarial_prediction != row.y
-        assert int(run.model(row.image.unsqueeze(0)).argmax()) == row.y  # clean-correct
+        assert int(model(row.adversarial.unsqueeze(0)).argmax()) == row.adversarial_prediction
+        assert int(model(row.image.unsqueeze(0)).argmax()) == row.y  # clean-correct
+    assert len(broken_by_autoattack([run.path], count=1)) == 1
+    (run.path / EXAMPLES_FILE).unlink()
+    with pytest.raises(ValueError, match="no autoattack_examples.pt"):
+        broken_by_autoattack([run.path], 0.3)
     (run.path / "autoattack.pt").unlink()
-    with pytest.raises(ValueError, match="no autoattack.pt"):
-        broken_by_autoattack([load_run(run.path)], 0.3)
+    with pytest.raises(FileNotFoundError, match="no autoattack.pt"):
+        add_autoattack_examples(run.path)

@@ -129,3 +129,17 @@ def test_chapter_values_on_the_committed_records() -> None:
         assert isinstance(table, pd.DataFrame) and len(table) >= 5
         if not measured(r for r in records if r.norm == norm):
             assert "not measured yet" in str(values[f"fashion_mnist_{norm}_aa_status"])
+
+
+def test_plot_of_broken_examples_titles_the_classes() -> None:
+    import torch
+
+    from imalib.book.plots import plot_broken_examples
+
+    frame = pd.DataFrame([{"label": "ima", "eps": 0.1, "index": 3, "y": 1, "adversarial_prediction": 2,
+                           "image": torch.zeros(1, 4, 4), "adversarial": torch.ones(1, 4, 4), "distance": 0.1}])
+    figure = plot_broken_examples(frame, ("a", "b", "c"))
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["ima, eps 0.1\nb", "→ c\nmoved 0.1"]
+    empty = plot_broken_examples(frame.iloc[:0], ("a", "b", "c"))
+    assert "broke no image" in empty.axes[0].texts[0].get_text()

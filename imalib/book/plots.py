@@ -404,3 +404,29 @@ def plot_equilibrium(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_broken_examples(frame: pd.DataFrame, class_names: Sequence[str]) -> Figure:
+    """Images PGD called robust and AutoAttack broke: one column each, the clean image over the attacked one.
+
+    ``frame`` is :func:`imalib.book.robustness.broken_by_autoattack`'s; titles name
+    the method, the noise level and the class before and after the attack.
+    """
+    if frame.empty:
+        return placeholder("AutoAttack broke no image that PGD called robust in these runs.")
+    n = len(frame)
+    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 4.0), squeeze=False)
+    for j, row in enumerate(frame.itertuples()):
+        for ax, image, title in (
+            (axes[0, j], row.image, f"{row.label}, eps {row.eps:g}\n{class_names[row.y]}"),
+            (axes[1, j], row.adversarial, f"→ {class_names[row.adversarial_prediction]}\nmoved {row.distance:.3g}"),
+        ):
+            picture = image.detach().cpu().float()
+            picture = picture[0] if picture.shape[0] == 1 else picture.permute(1, 2, 0)
+            ax.imshow(picture.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=7, color=color_of(row.label) if ax is axes[0, j] else "black")
+            ax.axis("off")
+    axes[0, 0].text(-0.15, 0.5, "clean", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
+    axes[1, 0].text(-0.15, 0.5, "AutoAttack", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
+    fig.tight_layout()
+    return fig

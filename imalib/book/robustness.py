@@ -10,7 +10,7 @@ and NaN for AutoAttack and the worst of both.
 - :func:`rankings`: the order of the methods under PGD and under the worst of both, per eps;
 - :func:`overstated`: where PGD overstates a method by more than the resolution;
 - :func:`masking_signs`: accuracy rising with eps, AutoAttack beating PGD by more than the resolution;
-- :func:`broken_by_autoattack`: a few images PGD called robust and AutoAttack broke (needs weights).
+- :func:`broken_by_autoattack`: a few images PGD called robust and AutoAttack broke (from the run's files).
 
 The resolution of an accuracy a on n test images is two binomial standard
 errors, 2 sqrt(a (1 - a) / n), and never less than one image (1 / n).
@@ -253,81 +253,50 @@ def chapter_values(
     }
 
 
-def broken_by_autoattack(
-    runs: Sequence[Any], eps: float, *, count: int = 4, data_root: str | None = None
-) -> pd.DataFrame:
-    """Up to ``count`` test images per run that PGD left robust at ``eps`` and AutoAttack broke.
+def broken_by_autoattack(runs: Sequence[Any], eps: float | None = None, *, count: int = 4) -> pd.DataFrame:
+    """Up to ``count`` test images per run that PGD left robust and AutoAttack broke (at ``eps``, or any).
 
-    ``runs`` are :class:`imalib.runs.Run` objects with weights and an
-    ``autoattack.pt``. AutoAttack is run again on the chosen images to get the
-    adversarial inputs (its random start then differs, so an image it does not
-    break a second time is left out). Columns: label, index (in the run's test
-    set), y, adversarial_prediction, image (the clean input), adversarial
-    (the attacked input), distance (the norm of their difference).
+    ``runs`` are :class:`imalib.runs.Run` objects or run directories; the
+    images come from the ``autoattack_examples.pt`` that the run's evaluation
+    wrote (no weights needed). A run evaluated without AutoAttack raises with
+    the command that adds it. Columns: label, eps, index (in the run's test
+    set), y, adversarial_prediction, image (the clean input), adversarial (the
+    attacked input), distance (the norm of their difference).
     """
-    import torch
+    from pathlib import Path
 
-    from imalib.autoattack import evaluate_autoattack
-    from imalib.runs import load_autoattack, load_robustness, splits_of
+    from imalib.records import RESULT_FILE, read_record
+    from imalib.runs import EXAMPLES_FILE, load_examples
 
     rows = []
     for run in runs:
-        if not run.has_weights:
-            raise ValueError(f"{run.path} has no model.pt: train it again to pick images AutoAttack broke")
-        record = run.record
-        if record.autoattack is None or eps not in record.eps:
+        path = Path(getattr(run, "path", run))
+        record = read_record(path / RESULT_FILE)
+        examples = load_examples(path)
+        if record.autoattack is None or examples is None:
             raise ValueError(
-                f"{run.path}: no AutoAttack outcome at eps {eps:g}; run 'python -m imalib evaluate "
-                f"--attack autoattack {run.path}'"
+                f"{path} has no {EXAMPLES_FILE}: run 'python -m imalib evaluate --attack autoattack {path}' "
+                f"(it needs the run's weights: train it again if they are gone)"
             )
-        k = record.eps.index(eps)
-        pgd = load_robustness(run.path).robust[k]
-        aa = load_autoattack(run.path)
-        if aa is None:
-            raise ValueError(
-                f"{run.path} has no autoattack.pt; run 'python -m imalib evaluate --attack autoattack {run.path}'"
-            )
-        chosen = (pgd & ~aa[k]).nonzero().squeeze(1)[:count]
-        if chosen.numel() == 0:
-            continue
-        splits = splits_of(run.config, data_root)
-        x, y = splits.test.inputs()[chosen], splits.test.y[chosen]
-        with torch.no_grad():
-            classes = int(run.model(x[:1]).shape[1])
-        again = evaluate_autoattack(
-            run.model,
-            x,
-            y,
-            norm=record.norm,
-            eps_list=[eps],
-            clip=splits.clip,
-            num_classes=classes,
-            seed=record.seed,
-            keep_adversarial=True,
-        )
-        x_adv = again.adversarial[0]
-        assert x_adv is not None
-        with torch.no_grad():
-            predicted = run.model(x_adv).argmax(dim=1)
-        for j, index in enumerate(chosen.tolist()):
-            if bool(again.robustness.robust[0, j]):
+        kept = 0
+        for j, level in enumerate(examples.eps):
+            if (eps is not None and level != eps) or kept >= count:
                 continue
-            difference = (x_adv[j] - x[j]).flatten()
-            distance = float(difference.abs().max() if record.norm == "linf" else difference.norm())
+            kept += 1
             rows.append(
                 {
                     "label": record.label,
-                    "index": index,
-                    "y": int(y[j]),
-                    "adversarial_prediction": int(predicted[j]),
-                    "image": x[j],
-                    "adversarial": x_adv[j],
-                    "distance": distance,
+                    "eps": level,
+                    "index": int(examples.index[j]),
+                    "y": int(examples.y[j]),
+                    "adversarial_prediction": int(examples.prediction[j]),
+                    "image": examples.clean[j],
+                    "adversarial": examples.adversarial[j],
+                    "distance": float(examples.distance[j]),
                 }
             )
-    return pd.DataFrame(
-        rows, columns=["label", "index", "y", "adversarial_prediction", "image", "adversarial", "distance"]
-    )
+    columns = ["label", "eps", "index", "y", "adversarial_prediction", "image", "adversarial", "distance"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 __all__ = [
