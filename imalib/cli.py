@@ -6,7 +6,7 @@ Usage (``imalib`` or ``python -m imalib``)::
                  [--epochs N] [--batch-size N] [--n-train N] [--n-test N] [--param KEY=VALUE ...]
                  [--output results] [--data-root DIR] [--device cpu] [--quiet]
     imalib evaluate RUN_DIR                      # or the same selection flags as train
-    imalib evaluate --attack autoattack [--aa-version standard --n-images 100] RUN_DIR
+    imalib evaluate --attack autoattack [--aa-version standard --n-images 100 --aa-eps 0.1 0.2] RUN_DIR
     imalib report [--output results] [--dataset D] [--norm N]
     imalib sweep --dataset D --norm N --profile P --seeds 0,1,2 --executor {local,slurm,debug} [--dry-run]
     imalib reproduce RUN_DIR                     # re-run a record from scratch and compare
@@ -185,8 +185,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     args.device = _check_device(args.device)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; train it first with 'imalib train'")
-    if args.attack != "autoattack" and (args.aa_version != "custom" or args.n_images is not None):
-        raise ConfigError("--aa-version and --n-images go with --attack autoattack")
+    if args.attack != "autoattack" and (
+        args.aa_version != "custom" or args.n_images is not None or args.aa_eps is not None
+    ):
+        raise ConfigError("--aa-version, --n-images and --aa-eps go with --attack autoattack")
+    if args.aa_eps is not None and args.aa_version != "standard":
+        raise ConfigError("--aa-eps goes with --aa-version standard (the custom set runs at every level)")
     if args.attack == "autoattack":
         return _evaluate_autoattack(path, args)
     record = evaluate_run(
@@ -231,6 +235,7 @@ def _evaluate_autoattack(path: Path, args: argparse.Namespace) -> int:
             path,
             version=args.aa_version,
             n_images=args.n_images,
+            eps=args.aa_eps,
             data_root=args.data_root,
             device=args.device,
             progress=not args.quiet,
@@ -398,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="with --aa-version standard: attack only this many test images (drawn with the run's seed)",
+    )
+    evaluate.add_argument(
+        "--aa-eps",
+        dest="aa_eps",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="EPS",
+        help="with --aa-version standard: only these of the run's noise levels (default: all)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)

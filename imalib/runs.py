@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,13 +218,19 @@ def _measure_autoattack(
     version: str,
     indices: list[int] | None,
     progress: bool,
+    levels: list[int] | None = None,
 ) -> tuple[AutoAttackEntry, torch.Tensor]:
-    """AutoAttack on the test images ``indices`` (all when None) at the PGD levels, and its per-image outcome."""
+    """AutoAttack on the test images ``indices`` (all when None) at the PGD levels ``levels`` (all when None),
+    and its per-image outcome."""
     from imalib.autoattack import evaluate_autoattack, worst_case
 
     if indices is not None:
         x, y = x[indices], y[indices]
         pgd = RobustnessResult(eps=pgd.eps, robust=pgd.robust[:, indices], norm=pgd.norm, seconds=pgd.seconds)
+    if levels is not None:
+        pgd = RobustnessResult(
+            eps=tuple(pgd.eps[k] for k in levels), robust=pgd.robust[levels], norm=pgd.norm, seconds=pgd.seconds
+        )
     with torch.no_grad():
         num_classes = int(model(x[:1]).shape[1])
     result = evaluate_autoattack(
@@ -231,7 +238,7 @@ def _measure_autoattack(
         x,
         y,
         norm=config.norm,
-        eps_list=config.eval_eps,
+        eps_list=pgd.eps,
         clip=splits.clip,
         num_classes=num_classes,
         version=version,  # type: ignore[arg-type]
@@ -424,6 +431,7 @@ def add_autoattack(
     *,
     version: str = "custom",
     n_images: int | None = None,
+    eps: Sequence[float] | None = None,
     data_root: str | Path | None = None,
     device: str = "auto",
     progress: bool = False,
@@ -431,12 +439,15 @@ def add_autoattack(
     """Add (or refresh) AutoAttack in an evaluated run's record, keeping its PGD numbers as they are.
 
     ``version="custom"`` writes the ``autoattack`` entry and ``autoattack.pt``
-    (all test images); ``version="standard"`` the ``autoattack_standard``
+    (all test images, all levels); ``version="standard"`` the ``autoattack_standard``
     entry and ``autoattack_standard.pt``, on ``n_images`` test images drawn
-    with the run's seed (the check of the check). Needs the run's weights.
+    with the run's seed and at the levels ``eps`` (default: all of the run's),
+    the check of the check. Needs the run's weights.
     """
     if version not in AUTOATTACK_FILES:
         raise ConfigError(f"version={version!r}: use 'custom' or 'standard'")
+    if eps is not None and version == "custom":
+        raise ConfigError("eps= goes with version='standard'; the custom AutoAttack runs at every level of the run")
     path = Path(path)
     if not (path / RESULT_FILE).exists():
         raise FileNotFoundError(f"{path} has no result.json: evaluate it first with 'imalib evaluate {path}'")
@@ -458,8 +469,17 @@ def add_autoattack(
     model.to(device).eval()
     x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
     indices = _subset(len(splits.test), n_images, config.seed)
+    levels = None
+    if eps is not None:
+        unknown = [e for e in eps if float(e) not in pgd.eps]
+        if unknown or not eps:
+            raise ConfigError(
+                f"eps {list(eps)}: choose among the run's levels {list(pgd.eps)}"
+            )
+        levels = sorted({pgd.eps.index(float(e)) for e in eps})
     entry, robust = _measure_autoattack(
-        model, x_test, y_test, pgd, config, splits, version=version, indices=indices, progress=progress
+        model, x_test, y_test, pgd, config, splits, version=version, indices=indices, progress=progress,
+        levels=levels,
     )
     name, file = AUTOATTACK_FILES[version]
     save_torch(path / file, robust)

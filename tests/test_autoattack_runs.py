@@ -118,6 +118,9 @@ def test_cli_adds_autoattack_and_keeps_pgd(tmp_path: Path, capsys: pytest.Captur
     # the standard entry goes with --attack autoattack only
     assert main(["evaluate", "--n-images", "3", "--quiet", str(path)]) == 2
     assert "--attack autoattack" in capsys.readouterr().err
+    assert main(["evaluate", "--attack", "autoattack", "--aa-eps", "0.3", "--quiet", str(path)]) == 2
+    assert "--aa-eps goes with --aa-version standard" in capsys.readouterr().err
+    assert read_record(path / "result.json") == after  # refused: nothing changed
 
 
 def test_missing_weights_name_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,8 +145,11 @@ def test_fashion_mnist_ten_classes_with_autoattack_and_the_check_of_the_check(
     check_entry(run.record, run.path, ("apgd-ce", "apgd-t"))
     assert run.record.autoattack.settings["box"] == "data box [0, 1]"  # type: ignore[union-attr]
     pgd = load_robustness(run.path).robust
-    assert main(["evaluate", "--attack", "autoattack", "--aa-version", "standard", "--n-images", "3", "--quiet",
-                 str(run.path)]) == 0
+    assert main(["evaluate", "--attack", "autoattack", "--aa-version", "standard", "--n-images", "3",
+                 "--aa-eps", "0.2", "--quiet", str(run.path)]) == 2  # not one of the run's levels
+    assert "choose among the run's levels [0.0, 0.3]" in capsys.readouterr().err
+    assert main(["evaluate", "--attack", "autoattack", "--aa-version", "standard", "--n-images", "3",
+                 "--aa-eps", "0.3", "--quiet", str(run.path)]) == 0
     record = read_record(run.path / "result.json")
     standard = record.autoattack_standard
     assert standard is not None and record.autoattack == run.record.autoattack  # the custom entry is kept
@@ -152,8 +158,8 @@ def test_fashion_mnist_ten_classes_with_autoattack_and_the_check_of_the_check(
     assert standard.settings["version"] == "standard"
     assert tuple(standard.settings["attacks"]) == ("apgd-ce", "apgd-t", "fab-t", "square")
     subset = load_torch(run.path / "autoattack_standard.pt")
-    assert subset.shape == (len(record.eps), 3)
-    assert standard.pgd_accuracy == tuple(float(v) for v in pgd[:, list(standard.indices)].float().mean(dim=1))
+    assert subset.shape == (1, 3) and standard.eps == (0.3,)
+    assert standard.pgd_accuracy == tuple(float(v) for v in pgd[1:, list(standard.indices)].float().mean(dim=1))
     assert all(w <= min(a, p) for w, a, p in
                zip(standard.worst_of_both, standard.accuracy, standard.pgd_accuracy, strict=True))
     assert "standard" in capsys.readouterr().out

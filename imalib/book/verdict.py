@@ -92,15 +92,27 @@ class ImageVerdict:
         ]
 
 
-def image_verdict(results_root: str, dataset: str, norm: str, profile: str = "cpu") -> ImageVerdict | None:
-    """The records of one image table (None when there are none: not tested here)."""
+def image_verdict(
+    results_root: str, dataset: str, norm: str, profile: str = "cpu", attack: str = "pgd"
+) -> ImageVerdict | None:
+    """The records of one image table (None when there are none: not tested here).
+
+    ``attack="pgd"``: the paper's protocol; ``attack="worst_of_both"``: per image the
+    worst of PGD and AutoAttack, over the records that have AutoAttack (None when none has).
+    """
+    if attack not in ("pgd", "worst_of_both"):
+        raise ValueError(f"attack={attack!r}: use 'pgd' or 'worst_of_both'")
     records: list[ResultRecord] = collect(results_root, dataset=dataset, norm=norm, profile=profile)
+    if attack == "worst_of_both":
+        records = [r for r in records if r.autoattack is not None]
     if not records:
         return None
     rows = [
         {"label": r.label, "seed": r.seed, "eps": e, "accuracy": a}
         for r in records
-        for e, a in zip(r.eps, r.accuracy, strict=False)
+        for e, a in zip(
+            r.eps, r.accuracy if attack == "pgd" or r.autoattack is None else r.autoattack.worst_of_both, strict=False
+        )
     ]
     frame = pd.DataFrame(rows)
     accuracy = frame.pivot_table(index="label", columns="eps", values="accuracy", aggfunc="mean")
