@@ -143,3 +143,31 @@ def test_plot_of_broken_examples_titles_the_classes() -> None:
     assert titles == ["ima, eps 0.1\nb", "→ c\nmoved 0.1"]
     empty = plot_broken_examples(frame.iloc[:0], ("a", "b", "c"))
     assert "broke no image" in empty.axes[0].texts[0].get_text()
+
+
+def test_standard_check_pairs_the_two_sets_on_the_same_images(tmp_path: Path) -> None:
+    import torch
+
+    from imalib.book.robustness import standard_check
+    from imalib.io import save_torch, write_json
+    from imalib.records import RESULT_FILE
+
+    record = made_up("ima", 0, (0.8, 0.6, 0.5), (0.8, 0.5, 0.4), n_test=6)
+    custom = torch.tensor([[1, 1, 1, 1, 0, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    standard = torch.tensor([[1, 0, 0, 1]], dtype=torch.bool)  # eps 0.2 on images 0, 2, 3, 5
+    entry = AutoAttackEntry(eps=(0.2,), accuracy=(0.5,), worst_of_both=(0.5,), pgd_accuracy=(0.5,), n_images=4,
+                            settings={"version": "standard"}, seconds=1.0, level_seconds=(1.0,), indices=(0, 2, 3, 5))
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json(run / RESULT_FILE, replace(record, autoattack_standard=entry).to_json())
+    save_torch(run / "autoattack.pt", custom)
+    save_torch(run / "autoattack_standard.pt", standard)
+    skipped = tmp_path / "plain"
+    skipped.mkdir()
+    write_json(skipped / RESULT_FILE, record.to_json())
+    frame = standard_check([run, skipped])
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    # custom on images 0, 2, 3, 5 at eps 0.2: 1, 0, 0, 0; standard: 1, 0, 0, 1
+    assert row["custom"] == 0.25 and row["standard"] == 0.5 and row["n_images"] == 4
+    assert row["only_standard"] == 0 and row["only_custom"] == 1

@@ -10,6 +10,7 @@ and NaN for AutoAttack and the worst of both.
 - :func:`rankings`: the order of the methods under PGD and under the worst of both, per eps;
 - :func:`overstated`: where PGD overstates a method by more than the resolution;
 - :func:`masking_signs`: accuracy rising with eps, AutoAttack beating PGD by more than the resolution;
+- :func:`standard_check`: the custom AutoAttack set against the standard set on a subset;
 - :func:`broken_by_autoattack`: a few images PGD called robust and AutoAttack broke (from the run's files).
 
 The resolution of an accuracy a on n test images is two binomial standard
@@ -253,6 +254,49 @@ def chapter_values(
     }
 
 
+def standard_check(runs: Sequence[Any]) -> pd.DataFrame:
+    """The check of the check: the custom set against the package's full standard set on the same images.
+
+    ``runs`` are :class:`imalib.runs.Run` objects or run directories; those
+    without an ``autoattack_standard`` entry are skipped. One row per (run,
+    eps): label, norm, eps, n_images, custom and standard (robust accuracy on
+    those images), only_standard (images the standard set broke and the custom
+    set did not) and only_custom (the reverse: their random starts differ).
+    """
+    from pathlib import Path
+
+    from imalib.records import RESULT_FILE, read_record
+    from imalib.runs import load_autoattack
+
+    rows = []
+    for run in runs:
+        path = Path(getattr(run, "path", run))
+        record = read_record(path / RESULT_FILE)
+        entry = record.autoattack_standard
+        custom = load_autoattack(path)
+        standard = load_autoattack(path, "standard")
+        if entry is None or custom is None or standard is None:
+            continue
+        images = list(entry.indices) if entry.indices is not None else list(range(record.n_test))
+        for j, eps in enumerate(entry.eps):
+            mine = custom[record.eps.index(eps), images]
+            theirs = standard[j]
+            rows.append(
+                {
+                    "label": record.label,
+                    "norm": record.norm,
+                    "eps": eps,
+                    "n_images": len(images),
+                    "custom": float(mine.float().mean()),
+                    "standard": float(theirs.float().mean()),
+                    "only_standard": int((mine & ~theirs).sum()),
+                    "only_custom": int((theirs & ~mine).sum()),
+                }
+            )
+    columns = ["label", "norm", "eps", "n_images", "custom", "standard", "only_standard", "only_custom"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def broken_by_autoattack(runs: Sequence[Any], eps: float | None = None, *, count: int = 4) -> pd.DataFrame:
     """Up to ``count`` test images per run that PGD left robust and AutoAttack broke (at ``eps``, or any).
 
@@ -313,4 +357,5 @@ __all__ = [
     "rankings",
     "resolution",
     "robustness_table",
+    "standard_check",
 ]
