@@ -171,3 +171,20 @@ def test_standard_check_pairs_the_two_sets_on_the_same_images(tmp_path: Path) ->
     # custom on images 0, 2, 3, 5 at eps 0.2: 1, 0, 0, 0; standard: 1, 0, 0, 1
     assert row["custom"] == 0.25 and row["standard"] == 0.5 and row["n_images"] == 4
     assert row["only_standard"] == 0 and row["only_custom"] == 1
+
+
+def test_attack_summary_quotes_the_largest_gap_and_the_changed_rankings() -> None:
+    from imalib.book.robustness import attack_summary
+
+    summary = attack_summary(RECORDS, "fashion_mnist", "linf")
+    assert summary.measured == ("ima", "mma") and summary.unmeasured == () and summary.complete
+    # ima at eps 0.2: PGD 0.5, worst of both (0.20 + 0.24) / 2 = 0.22
+    assert summary.largest_label == "ima" and summary.largest_eps == 0.2
+    assert summary.largest_gap == pytest.approx(0.28)
+    assert ("ima", 0.2) in summary.overstated and all(label == "ima" for label, _ in summary.overstated)
+    assert summary.changed_eps == (0.1, 0.2)  # ima > mma under PGD, mma > ima under the worst of both
+    assert summary.autoattack_beats_pgd == 4  # both ima seeds at 0.1 and 0.2
+    partial = attack_summary([*RECORDS, made_up("trades", 0, (0.7, 0.4, 0.2), None)], "fashion_mnist", "linf")
+    assert partial.unmeasured == ("trades",) and not partial.complete and partial.changed_eps == ()
+    none = attack_summary([made_up("ima", 0, (0.8, 0.6, 0.5), None)], "fashion_mnist", "linf")
+    assert none.measured == () and math.isnan(none.largest_gap)

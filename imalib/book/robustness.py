@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -208,6 +209,50 @@ def masking_signs(records: Iterable[ResultRecord]) -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class AttackSummary:
+    """What the chapter's sentences about one table quote: over the rows with AutoAttack, at eps > 0."""
+
+    measured: tuple[str, ...]  # labels with AutoAttack outcomes
+    unmeasured: tuple[str, ...]
+    largest_gap: float  # PGD minus the worst of both, the largest over (label, eps); nan without AutoAttack
+    largest_label: str
+    largest_eps: float
+    overstated: tuple[tuple[str, float], ...]  # (label, eps) beyond the resolution
+    changed_eps: tuple[float, ...]  # eps where the ranking under the worst of both differs from PGD's
+    complete: bool  # every row measured, so the rankings can be compared
+    autoattack_beats_pgd: int  # (record, eps) pairs where AutoAttack alone is below PGD beyond the resolution
+
+
+def attack_summary(records: Sequence[ResultRecord], dataset: str, norm: str) -> AttackSummary:
+    """The numbers behind the AutoAttack findings of one table (see :class:`AttackSummary`)."""
+    table = robustness_table(records, dataset, norm)
+    attacked = table[table["eps"] > 0]
+    done = attacked.dropna(subset=["worst_of_both"])
+    labels = list(dict.fromkeys(table["label"]))
+    measured_labels = tuple(label for label in labels if label in set(done["label"]))
+    if done.empty:
+        largest = (math.nan, "", math.nan)
+    else:
+        row = done.assign(gap=done["pgd"] - done["worst_of_both"]).sort_values("gap", kind="stable").iloc[-1]
+        largest = (float(row["gap"]), str(row["label"]), float(row["eps"]))
+    over = overstated(records, dataset, norm)
+    ranks = rankings(records, dataset, norm)
+    chosen = [r for r in records if r.dataset == dataset and r.norm == norm]
+    signs = masking_signs(chosen)
+    return AttackSummary(
+        measured=measured_labels,
+        unmeasured=tuple(label for label in labels if label not in measured_labels),
+        largest_gap=largest[0],
+        largest_label=largest[1],
+        largest_eps=largest[2],
+        overstated=tuple((str(a), float(b)) for a, b in zip(over["label"], over["eps"], strict=True)),
+        changed_eps=tuple(float(e) for e in ranks.loc[ranks["changed"], "eps"]),
+        complete=len(measured_labels) == len(labels),
+        autoattack_beats_pgd=int((signs["sign"] == "autoattack beats pgd").sum()) if not signs.empty else 0,
+    )
+
+
 def not_measured_command(records: Iterable[ResultRecord], results_root: str = "results") -> str | None:
     """The command that adds AutoAttack to the first record lacking it, or None when all have it."""
     for record in records:
@@ -345,6 +390,8 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float | None = None, *, count
 
 __all__ = [
     "ATTACKS",
+    "AttackSummary",
+    "attack_summary",
     "attack_frame",
     "broken_by_autoattack",
     "chapter_values",
