@@ -355,7 +355,7 @@ def broken_examples(
         **{
             name: torch.cat(values) if values else torch.zeros(shapes.get(name, (0,)), dtype=_dtype(name, x))
             for name, values in parts.items()
-        },  # type: ignore[arg-type]
+        },
     )
 
 

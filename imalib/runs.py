@@ -473,12 +473,18 @@ def add_autoattack(
     if eps is not None:
         unknown = [e for e in eps if float(e) not in pgd.eps]
         if unknown or not eps:
-            raise ConfigError(
-                f"eps {list(eps)}: choose among the run's levels {list(pgd.eps)}"
-            )
+            raise ConfigError(f"eps {list(eps)}: choose among the run's levels {list(pgd.eps)}")
         levels = sorted({pgd.eps.index(float(e)) for e in eps})
     entry, robust = _measure_autoattack(
-        model, x_test, y_test, pgd, config, splits, version=version, indices=indices, progress=progress,
+        model,
+        x_test,
+        y_test,
+        pgd,
+        config,
+        splits,
+        version=version,
+        indices=indices,
+        progress=progress,
         levels=levels,
     )
     name, file = AUTOATTACK_FILES[version]
