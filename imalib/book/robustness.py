@@ -1,7 +1,7 @@
 """PGD beside AutoAttack, from result records: the tables, rankings and warnings of the robustness chapter.
 
-Every function here but the last is a pure function of typed records
-(:class:`imalib.records.ResultRecord`) and returns a pandas frame. A record
+Every function here but the last two is a pure function of typed records
+(:class:`imalib.records.ResultRecord`) returning a pandas frame or a summary. A record
 without an ``autoattack`` entry (not measured yet) contributes its PGD numbers
 and NaN for AutoAttack and the worst of both.
 
@@ -10,8 +10,9 @@ and NaN for AutoAttack and the worst of both.
 - :func:`rankings`: the order of the methods under PGD and under the worst of both, per eps;
 - :func:`overstated`: where PGD overstates a method by more than the resolution;
 - :func:`masking_signs`: accuracy rising with eps, AutoAttack beating PGD by more than the resolution;
-- :func:`standard_check`: the custom AutoAttack set against the standard set on a subset;
-- :func:`broken_by_autoattack`: a few images PGD called robust and AutoAttack broke (from the run's files).
+- :func:`attack_summary`: the numbers the chapter's sentences about one table quote;
+- :func:`standard_check`: the custom AutoAttack set against the standard set on a subset (reads run files);
+- :func:`broken_by_autoattack`: a few images PGD called robust and AutoAttack broke (reads run files).
 
 The resolution of an accuracy a on n test images is two binomial standard
 errors, 2 sqrt(a (1 - a) / n), and never less than one image (1 / n).
