@@ -136,11 +136,11 @@ def test_plot_of_broken_examples_titles_the_classes() -> None:
 
     from imalib.book.plots import plot_broken_examples
 
-    frame = pd.DataFrame([{"label": "ima", "eps": 0.1, "index": 3, "y": 1, "adversarial_prediction": 2,
+    frame = pd.DataFrame([{"label": "ima", "norm": "linf", "eps": 0.1, "index": 3, "y": 1, "adversarial_prediction": 2,
                            "image": torch.zeros(1, 4, 4), "adversarial": torch.ones(1, 4, 4), "distance": 0.1}])
     figure = plot_broken_examples(frame, ("a", "b", "c"))
     titles = [ax.get_title() for ax in figure.axes]
-    assert titles == ["ima, eps 0.1\nb", "→ c\nmoved 0.1"]
+    assert titles == ["ima, L-inf 0.1\nb", "→ c\nmoved 0.1"]
     empty = plot_broken_examples(frame.iloc[:0], ("a", "b", "c"))
     assert "broke no image" in empty.axes[0].texts[0].get_text()
 

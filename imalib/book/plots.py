@@ -406,6 +406,9 @@ def plot_equilibrium(
     return fig
 
 
+_NORM_NAME = {"linf": "L-inf", "l2": "L2"}
+
+
 def plot_broken_examples(frame: pd.DataFrame, class_names: Sequence[str]) -> Figure:
     """Images PGD called robust and AutoAttack broke: one column each, the clean image over the attacked one.
 
@@ -418,7 +421,7 @@ def plot_broken_examples(frame: pd.DataFrame, class_names: Sequence[str]) -> Fig
     fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 4.0), squeeze=False)
     for j, row in enumerate(frame.itertuples()):
         for ax, image, title in (
-            (axes[0, j], row.image, f"{row.label}, eps {row.eps:g}\n{class_names[row.y]}"),
+            (axes[0, j], row.image, f"{row.label}, {_NORM_NAME.get(row.norm, row.norm)} {row.eps:g}\n{class_names[row.y]}"),
             (axes[1, j], row.adversarial, f"→ {class_names[row.adversarial_prediction]}\nmoved {row.distance:.3g}"),
         ):
             picture = image.detach().cpu().float()

@@ -287,8 +287,8 @@ def chapter_values(
         status += f"; to add it to a run: `{command}`"
     table = compact_table(robustness_table(chosen, dataset, norm))
     ranks = rankings(chosen, dataset, norm).set_index("eps")
-    over = overstated(chosen, dataset, norm).set_index(["label", "eps"])
-    masking = masking_signs(chosen).drop(columns=["dataset", "norm"])
+    over = overstated(chosen, dataset, norm).set_index(["label", "eps"]).round(3)
+    masking = masking_signs(chosen).drop(columns=["dataset", "norm"]).round(3)
     return {
         f"{key}_status": status,
         f"{key}_table": table,
@@ -349,7 +349,8 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float | None = None, *, count
     ``runs`` are :class:`imalib.runs.Run` objects or run directories; the
     images come from the ``autoattack_examples.pt`` that the run's evaluation
     wrote (no weights needed). A run evaluated without AutoAttack raises with
-    the command that adds it. Columns: label, eps, index (in the run's test
+    the command that adds it. Per run, one image per noise level comes before
+    a second one at any level. Columns: label, norm, eps, index (in the run's test
     set), y, adversarial_prediction, image (the clean input), adversarial (the
     attacked input), distance (the norm of their difference).
     """
@@ -368,14 +369,16 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float | None = None, *, count
                 f"{path} has no {EXAMPLES_FILE}: run 'python -m imalib evaluate --attack autoattack {path}' "
                 f"(it needs the run's weights: train it again if they are gone)"
             )
-        kept = 0
-        for j, level in enumerate(examples.eps):
-            if (eps is not None and level != eps) or kept >= count:
-                continue
-            kept += 1
+        # one image per noise level first, then a second one per level, so that a few rows span the levels
+        rank = [examples.eps[:j].count(level) for j, level in enumerate(examples.eps)]
+        order = sorted(range(len(examples)), key=lambda j: (rank[j], examples.eps[j]))
+        chosen = [j for j in order if eps is None or examples.eps[j] == eps][:count]
+        for j in sorted(chosen, key=lambda j: (examples.eps[j], rank[j])):
+            level = examples.eps[j]
             rows.append(
                 {
                     "label": record.label,
+                    "norm": record.norm,
                     "eps": level,
                     "index": int(examples.index[j]),
                     "y": int(examples.y[j]),
@@ -385,7 +388,7 @@ def broken_by_autoattack(runs: Sequence[Any], eps: float | None = None, *, count
                     "distance": float(examples.distance[j]),
                 }
             )
-    columns = ["label", "eps", "index", "y", "adversarial_prediction", "image", "adversarial", "distance"]
+    columns = ["label", "norm", "eps", "index", "y", "adversarial_prediction", "image", "adversarial", "distance"]
     return pd.DataFrame(rows, columns=columns)
 
 
