@@ -32,22 +32,27 @@ def test_a_rise_in_an_altered_table_is_found(monkeypatch):
     assert chapter.rising_rows("toy", "linf") == {"adv0.1": [(0.1, 0.2, 0.4, 0.45)]}
 
 
-def _record(folder: Path, dataset: str, label: str, profile: str, train: float, evaluate: float) -> None:
+def _record(folder: Path, dataset: str, label: str, profile: str, train: float, evaluate: float,
+            autoattack: float | None = None) -> None:
     folder.mkdir(parents=True)
+    extra = {} if autoattack is None else {"autoattack": {"seconds": autoattack}}
     (folder / "result.json").write_text(json.dumps({
         "dataset": dataset, "norm": "linf", "profile": profile, "label": label, "seed": 0,
-        "train_seconds": train, "eval_seconds": evaluate, "environment": {"torch_threads": 1, "cuda": None}}))
+        "train_seconds": train, "eval_seconds": evaluate, "environment": {"torch_threads": 1, "cuda": None},
+        **extra}))
 
 
 def test_costs_have_plain_columns_and_totals_sum_the_records(tmp_path):
     _record(tmp_path / "moons" / "a", "moons", "ce", "cpu", 1800.0, 1800.0)
     _record(tmp_path / "moons" / "b", "moons", "ce", "cpu", 3600.0, 0.0)
-    _record(tmp_path / "fashion_mnist" / "c", "fashion_mnist", "ima", "cpu", 5400.0, 1800.0)
+    _record(tmp_path / "fashion_mnist" / "c", "fashion_mnist", "ima", "cpu", 3600.0, 1800.0, autoattack=1800.0)
     _record(tmp_path / "fashion_mnist" / "d", "fashion_mnist", "ima", "smoke", 36.0, 0.0)
     costs = chapter.run_costs(tmp_path)
     assert list(costs.columns[:3]) == ["norm", "profile", "method"]
     assert not any(isinstance(value, tuple) for value in costs.index)        # no raw tuples on the page
     assert costs.loc[costs["method"] == "ce", "train_min"].item() == 45.0    # mean of 30 and 60 minutes
+    assert costs.loc[costs["method"] == "ce", "autoattack_min"].isna().all()
+    assert costs.loc[(costs["method"] == "ima") & (costs["profile"] == "cpu"), "autoattack_min"].item() == 30.0
     totals = chapter.cost_totals(tmp_path)
     assert totals["r_records"] == "4"
     assert totals["r_total_cpu"] == "4.0 h" and totals["r_total_smoke"] == "0.0 h"

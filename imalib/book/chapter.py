@@ -234,6 +234,7 @@ def _cost_rows(results_root: str | Path) -> pd.DataFrame:
                 "seed": r["seed"],
                 "train_seconds": r["train_seconds"],
                 "eval_seconds": r["eval_seconds"],
+                "autoattack_seconds": (r.get("autoattack") or {}).get("seconds", float("nan")),
                 "threads": r["environment"]["torch_threads"],
                 "device": r["environment"]["cuda"] or "cpu",
             }
@@ -243,7 +244,8 @@ def _cost_rows(results_root: str | Path) -> pd.DataFrame:
 
 def run_costs(results_root: str | Path) -> pd.DataFrame | str:
     """Mean wall time per (dataset, norm, profile, method) over the result records under ``results_root``:
-    one row per group, the group's fields as plain columns (no tuples), minutes with two decimals."""
+    one row per group, the group's fields as plain columns (no tuples), minutes with two decimals;
+    ``autoattack_min`` is AutoAttack's part of the evaluation (NaN where it was not run)."""
     frame = _cost_rows(results_root)
     if not len(frame):
         return "no result records yet"
@@ -253,6 +255,7 @@ def run_costs(results_root: str | Path) -> pd.DataFrame | str:
             runs=("seed", "count"),
             train_min=("train_seconds", "mean"),
             eval_min=("eval_seconds", "mean"),
+            autoattack_min=("autoattack_seconds", "mean"),
             device=("device", "first"),
             threads=("threads", "first"),
         )
@@ -260,11 +263,12 @@ def run_costs(results_root: str | Path) -> pd.DataFrame | str:
     )
     grouped["train_min"] = (grouped["train_min"] / 60).round(2)
     grouped["eval_min"] = (grouped["eval_min"] / 60).round(2)
+    grouped["autoattack_min"] = (grouped["autoattack_min"] / 60).round(2)
     return grouped.set_index("dataset")
 
 
 def cost_totals(results_root: str | Path) -> dict[str, str]:
-    """The summed train + eval time of the committed records, per profile and per dataset at the cpu profile.
+    """The summed train + eval (+ AutoAttack) time of the committed records, per profile and per dataset at the cpu profile.
 
     Glue values: ``r_total_<profile>`` (hours, all records of that profile), ``r_total_cpu_<dataset>``
     (hours), ``r_records`` (how many records). What re-training every row costs on the recorded machine.
@@ -273,7 +277,7 @@ def cost_totals(results_root: str | Path) -> dict[str, str]:
     values = {"r_records": str(len(frame))}
     if not len(frame):
         return values | {"r_total_cpu": "0 h (no records)"}
-    frame["hours"] = (frame["train_seconds"] + frame["eval_seconds"]) / 3600
+    frame["hours"] = (frame["train_seconds"] + frame["eval_seconds"] + frame["autoattack_seconds"].fillna(0)) / 3600
     for profile, group in frame.groupby("profile"):
         values[f"r_total_{profile}"] = f"{group['hours'].sum():.1f} h"
     for dataset, group in frame[frame["profile"] == "cpu"].groupby("dataset"):
