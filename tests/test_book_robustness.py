@@ -188,3 +188,5 @@ def test_attack_summary_quotes_the_largest_gap_and_the_changed_rankings() -> Non
     assert partial.unmeasured == ("trades",) and not partial.complete and partial.changed_eps == ()
     none = attack_summary([made_up("ima", 0, (0.8, 0.6, 0.5), None)], "fashion_mnist", "linf")
     assert none.measured == () and math.isnan(none.largest_gap)
+    empty = attack_summary([], "fashion_mnist", "linf")
+    assert empty.measured == empty.unmeasured == () and not empty.complete and math.isnan(empty.largest_gap)

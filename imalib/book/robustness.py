@@ -226,7 +226,10 @@ class AttackSummary:
 
 
 def attack_summary(records: Sequence[ResultRecord], dataset: str, norm: str) -> AttackSummary:
-    """The numbers behind the AutoAttack findings of one table (see :class:`AttackSummary`)."""
+    """The numbers behind the AutoAttack findings of one table (see :class:`AttackSummary`); all empty
+    (and NaN) when the table has no records."""
+    if not any(r.dataset == dataset and r.norm == norm for r in records):
+        return AttackSummary((), (), math.nan, "", math.nan, (), (), False, 0)
     table = robustness_table(records, dataset, norm)
     attacked = table[table["eps"] > 0]
     done = attacked.dropna(subset=["worst_of_both"])
