@@ -268,7 +268,8 @@ def run_costs(results_root: str | Path) -> pd.DataFrame | str:
 
 
 def cost_totals(results_root: str | Path) -> dict[str, str]:
-    """The summed train + eval (+ AutoAttack) time of the committed records, per profile and per dataset at the cpu profile.
+    """The summed train + eval (+ AutoAttack) time of the committed records, per profile and per dataset at
+    the cpu profile.
 
     Glue values: ``r_total_<profile>`` (hours, all records of that profile), ``r_total_cpu_<dataset>``
     (hours), ``r_records`` (how many records). What re-training every row costs on the recorded machine.

@@ -420,8 +420,9 @@ def plot_broken_examples(frame: pd.DataFrame, class_names: Sequence[str]) -> Fig
     n = len(frame)
     fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 4.0), squeeze=False)
     for j, row in enumerate(frame.itertuples()):
+        norm = _NORM_NAME.get(row.norm, row.norm)
         for ax, image, title in (
-            (axes[0, j], row.image, f"{row.label}, {_NORM_NAME.get(row.norm, row.norm)} {row.eps:g}\n{class_names[row.y]}"),
+            (axes[0, j], row.image, f"{row.label}, {norm} {row.eps:g}\n{class_names[row.y]}"),
             (axes[1, j], row.adversarial, f"→ {class_names[row.adversarial_prediction]}\nmoved {row.distance:.3g}"),
         ):
             picture = image.detach().cpu().float()
