@@ -290,7 +290,7 @@ def chapter_values(
         status += f"; to add it to a run: `{command}`"
     table = compact_table(robustness_table(chosen, dataset, norm))
     ranks = rankings(chosen, dataset, norm).set_index("eps")
-    over = overstated(chosen, dataset, norm).set_index(["label", "eps"]).round(3)
+    over = overstated(chosen, dataset, norm).set_index("label").round(3)
     masking = masking_signs(chosen).drop(columns=["dataset", "norm"]).round(3)
     return {
         f"{key}_status": status,
@@ -299,7 +299,7 @@ def chapter_values(
         f"{key}_overstated": over
         if not over.empty
         else ("none beyond the resolution" if with_aa else "not measured yet"),
-        f"{key}_masking": masking.set_index(["label", "seed", "eps"]) if not masking.empty else "none",
+        f"{key}_masking": masking.set_index("label") if not masking.empty else "none",
     }
 
 
