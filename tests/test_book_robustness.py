@@ -113,7 +113,7 @@ def test_chapter_values_are_glue_ready() -> None:
     assert isinstance(over, pd.DataFrame) and list(over.index) == ["ima", "ima"] and list(over["eps"]) == [0.1, 0.2]
     plain = chapter_values([made_up("ima", 0, (0.8, 0.6, 0.5), None)], "fashion_mnist", "linf")
     assert plain["fashion_mnist_linf_aa_table"].loc["ima", "0.1"] == "0.600 / – / –"  # type: ignore[union-attr]
-    assert str(plain["fashion_mnist_linf_aa_status"]).startswith("not measured yet; to add it to a run: "
+    assert str(plain["fashion_mnist_linf_aa_status"]).startswith("not measured yet; to add it to a run whose weights exist: "
                                                                   "`python -m imalib evaluate --attack autoattack")
     assert plain["fashion_mnist_linf_aa_overstated"] == "not measured yet"
     assert set(chapter_values(RECORDS, "svhn", "linf").values()) == {"no runs of this table yet"}

@@ -287,7 +287,10 @@ def chapter_values(
     command = not_measured_command(chosen, results_root)
     status = f"AutoAttack measured on {with_aa} of {len(chosen)} runs" if with_aa else "not measured yet"
     if command is not None:
-        status += f"; to add it to a run: `{command}`"
+        status += (
+            f"; to add it to a run whose weights exist: `{command}` (the image weights are not committed: "
+            f"`python -m imalib reproduce RUN_DIR --keep ROOT` retrains a run with AutoAttack on)"
+        )
     table = compact_table(robustness_table(chosen, dataset, norm))
     ranks = rankings(chosen, dataset, norm).set_index("eps")
     over = overstated(chosen, dataset, norm).set_index("label").round(3)
