@@ -190,3 +190,13 @@ def test_attack_summary_quotes_the_largest_gap_and_the_changed_rankings() -> Non
     assert none.measured == () and math.isnan(none.largest_gap)
     empty = attack_summary([], "fashion_mnist", "linf")
     assert empty.measured == empty.unmeasured == () and not empty.complete and math.isnan(empty.largest_gap)
+
+
+def test_pair_eps_names_the_levels_or_says_not_measured() -> None:
+    from imalib.book.verdict import ImageVerdict, pair_eps
+
+    accuracy = pd.DataFrame({0.0: [0.8, 0.8], 0.1: [0.6, 0.3], 0.2: [0.35, 0.3]}, index=["ima", "trades"])
+    table = ImageVerdict(accuracy, n_test=300, seeds=1, max_se=0.029)
+    assert pair_eps(table, "ima", "trades") == "0.1"
+    assert pair_eps(table, "ima", "trades", unresolved=True) == "0.2"
+    assert pair_eps(table, "ima", "mma") == "not measured yet" == pair_eps(None, "ima", "trades")

@@ -122,6 +122,14 @@ def image_verdict(
     )
 
 
+def pair_eps(table: ImageVerdict | None, a: str, b: str, *, unresolved: bool = False) -> str:
+    """The eps at which ``a`` is resolved above ``b`` in ``table`` (``unresolved=True``: not resolved),
+    formatted; 'not measured yet' when the table is None or lacks either row."""
+    if table is None or a not in table.accuracy.index or b not in table.accuracy.index:
+        return "not measured yet"
+    return fmt_eps(table.unresolved_eps(a, b) if unresolved else table.resolved_eps(a, b))
+
+
 def calibration_below_cap(results_root: str, seeds: Sequence[int], noise: float = 0.1) -> pd.DataFrame:
     """Per method (IMA, MMA): on the training points whose exact distance is below IMA's cap (eps_max), the
     median stored / exact margin and the share overestimated by more than 10 %, pooled over seeds."""
