@@ -142,12 +142,32 @@ def test_the_fashion_mnist_conclusion_fails_the_build_on_altered_records(tmp_pat
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results" / "fashion_mnist", results / "fashion_mnist",
                     ignore=shutil.ignore_patterns("model.pt"))
-    record = next(results.glob("fashion_mnist/ima-linf-*/result.json"))
-    data = json.loads(record.read_text())
-    data["accuracy"][1] = 0.0                      # IMA at the first noise level, now below ce
-    data["envelope"] = [min(data["accuracy"][:k + 1]) for k in range(len(data["accuracy"]))]
-    data["rises"] = [False] + [b > a for a, b in zip(data["accuracy"], data["accuracy"][1:])]
-    record.write_text(json.dumps(data))
+    for record in results.glob("fashion_mnist/ima-linf-*/result.json"):   # every seed's record
+        data = json.loads(record.read_text())
+        data["accuracy"][1] = 0.0                      # IMA at the first noise level, now below ce
+        data["envelope"] = [min(data["accuracy"][:k + 1]) for k in range(len(data["accuracy"]))]
+        data["rises"] = [False] + [b > a for a, b in zip(data["accuracy"], data["accuracy"][1:])]
+        record.write_text(json.dumps(data))
     with pytest.raises(papermill.PapermillExecutionError, match="IMA is above ce at every noise level"):
         execute("fashion_mnist", {"profile": "cpu", "results_root": str(results), "data_root": str(data_root()),
                                   "train_missing": False, "workers": 1}, target=tmp_path / "out.ipynb")
+
+
+def test_seed_words_of_a_table_with_several_seeds():
+    from imalib.profiles import table_configs
+
+    configs = [c for s in (1, 2) for c in table_configs("fashion_mnist", "linf", "cpu", seed=s)[:2]]
+    assert chapter.missing_text(configs, several=True) == "ima (seeds 1, 2), mma (seeds 1, 2)"
+    assert chapter.missing_text(configs[:1], several=False) == "ima" and chapter.missing_text([], several=True) == "none"
+    measured = {"ima": [0, 1, 2], "mma": [0, 1, 2], "ce": [0]}
+    assert chapter.seeds_text(measured, [0, 1, 2]) == (
+        "training seeds: seeds 0, 1, 2 for ima, mma; seed 0 for ce; a cell is the mean over a row's seeds")
+    assert chapter.seeds_text({"ima": [0]}, [0]) == "seed 0, one training run per row"
+    import pandas as pd
+
+    counts = pd.Series({"ima": 3, "mma": 3, "ce": 1})
+    assert chapter.seed_counts(counts) == "`ima`, `mma`: 3 training seeds each; `ce`: 1 training seed"
+    assert chapter.seed_counts(pd.Series({"ima": 1})) == "every row has 1 training seed"
+    with pytest.raises(ValueError, match="distinct training seeds"):
+        chapter.table_section("fashion_mnist", "linf", "cpu", results_root=".", data_root=None,
+                              train_missing=False, seeds=[0, 0])

@@ -20,6 +20,7 @@ from imalib.book.robustness import (
     rankings,
     resolution,
     robustness_table,
+    seed_table,
 )
 from imalib.records import AutoAttackEntry, ResultRecord, read_record
 
@@ -200,3 +201,30 @@ def test_pair_eps_names_the_levels_or_says_not_measured() -> None:
     assert pair_eps(table, "ima", "trades") == "0.1"
     assert pair_eps(table, "ima", "trades", unresolved=True) == "0.2"
     assert pair_eps(table, "ima", "mma") == "not measured yet" == pair_eps(None, "ima", "trades")
+
+
+def test_seed_table_shows_the_spread_of_the_worst_of_both_and_each_rows_seeds() -> None:
+    one_seed = made_up("trades", 0, (0.8, 0.4, 0.2), (0.8, 0.38, 0.2))
+    shown = seed_table(robustness_table([*RECORDS, one_seed], "fashion_mnist", "linf"))
+    assert shown is not None and list(shown.index) == ["ima", "mma", "trades"]
+    assert list(shown["seeds"]) == [2, 2, 1]
+    assert shown.loc["ima", "0.2"] == "0.220 ± 0.028" and shown.loc["trades", "0.1"] == "0.380"
+    assert seed_table(robustness_table([RECORDS[0], RECORDS[2]], "fashion_mnist", "linf")) is None
+    values = chapter_values([RECORDS[0], RECORDS[2]], "fashion_mnist", "linf")
+    assert "one training seed per row" in values["fashion_mnist_linf_aa_seeds"]
+    assert isinstance(chapter_values(RECORDS, "fashion_mnist", "linf")["fashion_mnist_linf_aa_seeds"], pd.DataFrame)
+
+
+def test_the_verdict_needs_the_seed_means_apart_where_rows_have_seeds() -> None:
+    from imalib.book.verdict import ImageVerdict
+
+    accuracy = pd.DataFrame({0.0: [0.8, 0.8], 0.1: [0.6, 0.45]}, index=["ima", "trades"])
+    tight = pd.DataFrame({0.0: [0.0, 0.0], 0.1: [0.01, 0.01]}, index=["ima", "trades"])
+    seeds = pd.Series({"ima": 3, "trades": 3})
+    assert ImageVerdict(accuracy, 300, 3, 0.029, tight, seeds).resolved_eps("ima", "trades") == [0.1]
+    wide = ImageVerdict(accuracy, 300, 3, 0.029, tight * 10, seeds)   # sd 0.1: 0.15 < 2 sqrt(2 * 0.01 / 3)
+    assert wide.resolved_eps("ima", "trades") == [] and wide.unresolved_eps("ima", "trades") == [0.1]
+    mixed = ImageVerdict(accuracy, 300, 1, 0.029, tight * 10, pd.Series({"ima": 3, "trades": 1}))
+    assert mixed.resolved_eps("ima", "trades") == [0.1]      # one seed on a side: the binomial test alone
+    assert mixed.seed_text() == "3 training seeds for ima; 1 training seed for trades"
+    assert ImageVerdict(accuracy, 300, 1, 0.029).seed_text() == "1 training seed per row"

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imalib.book.findings import FindingNotSupported, check, ranked_first, ranking, resolved, standard_error, within
+from imalib.book.findings import (
+    FindingNotSupported,
+    check,
+    ranked_first,
+    ranking,
+    resolved,
+    resolved_over_seeds,
+    standard_error,
+    within,
+)
 
 
 def test_check_passes_silently_and_fails_with_the_claim_and_numbers():
@@ -28,3 +37,15 @@ def test_ranking_helpers():
     assert ranking(values) == ["adv0.3", "trades", "ima"]
     assert ranked_first(values, "adv0.3") and not ranked_first(values, "ima")
     assert within([0.1, 0.2], 0.0, 0.2) and not within([0.1, 0.3], 0.0, 0.2)
+
+
+def test_resolution_over_seeds_also_needs_the_seed_means_apart():
+    # 0.80 against 0.60 on 300 images is resolved by the binomial test alone ...
+    assert resolved_over_seeds(0.80, 0.60, 300)
+    # ... but not when the seeds scatter so much that the means are within two SE of their difference
+    assert not resolved_over_seeds(0.80, 0.60, 300, sd_a=0.15, seeds_a=3, sd_b=0.15, seeds_b=3)
+    # a tight seed spread keeps it resolved; one seed on a side: only the binomial test applies
+    assert resolved_over_seeds(0.80, 0.60, 300, sd_a=0.01, seeds_a=3, sd_b=0.02, seeds_b=3)
+    assert resolved_over_seeds(0.80, 0.60, 300, sd_a=0.15, seeds_a=3, sd_b=float("nan"), seeds_b=1)
+    # and the seed spread never resolves what the test sample does not
+    assert not resolved_over_seeds(0.80, 0.76, 300, sd_a=0.0, seeds_a=3, sd_b=0.0, seeds_b=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 import torch
 
 from imalib import tables
+from imalib.book.findings import resolved_over_seeds
 from imalib.book.glue import glue_figure, glue_table, glue_text
 from imalib.book.plots import (
     placeholder,
@@ -17,6 +19,7 @@ from imalib.book.plots import (
     plot_margin_histograms,
     plot_paper_curves,
 )
+from imalib.config import RunConfig
 from imalib.data import DataError, load_splits
 from imalib.data.base import data_root as resolve_data_root
 from imalib.experiments import available
@@ -105,20 +108,26 @@ def table_section(
     workers: int = 1,
     device: str = "auto",
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
     data_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Reproduce the paper's table for (dataset, norm) and glue it under the prefix '<dataset>_<norm>_'.
 
-    Glued names: ``caption``, ``status``, ``ours``, ``side``, ``curves``, ``hist``, ``steps``, ``paper_rising``,
-    ``missing``, ``rises``. Returns the runs and what is missing.
+    ``seeds`` (default: ``[seed]``) are the training seeds of every row; the tables show the mean over the
+    seeds measured, and 'mean ± sd (seeds)' where a row has two or more. Glued names: ``caption``,
+    ``status``, ``ours``, ``side``, ``curves``, ``hist``, ``steps``, ``paper_rising``, ``missing``, ``rises``.
+    Returns the runs, what is missing, and (with runs) ``mean``, ``sd``, ``n_seeds`` and ``n_test``.
     """
+    seeds = [seed] if seeds is None else list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds!r}: give one or more distinct training seeds, e.g. [0, 1, 2]")
     key = f"{dataset}_{norm}_"
     number = paper_table(dataset, norm).number
     glue_text(key + "caption", scale_caption(dataset, profile))
     glue_text(key + "table", f"Table {number}")
     glue_text(key + "steps", f"{SCALES[(dataset, profile)].eval_steps}-step")
     glue_text(key + "paper_rising", rising_text(dataset, norm))
-    configs = table_configs(dataset, norm, profile, seed=seed, data_params=data_params)
+    configs = [c for s in seeds for c in table_configs(dataset, norm, profile, seed=s, data_params=data_params)]
     absent = data_status(dataset, data_root, data_params)
     if absent is not None and train_missing:
         train_missing = False
@@ -132,7 +141,7 @@ def table_section(
     )
     paper = tables.paper_frame(dataset, norm)
     glue_table(key + "paper", paper, index_name="method (paper)")
-    glue_text(key + "missing", "none" if not missing else ", ".join(c.label for c in missing))
+    glue_text(key + "missing", missing_text(missing, several=len(seeds) > 1))
     if not runs:
         reason = (
             f"the data is not in the data root ({absent})"
@@ -157,23 +166,34 @@ def table_section(
     order = [label for label in paper_table(dataset, norm).labels if any(r.config.label == label for r in runs)]
     frame = tables.results_frame(runs)
     mean = tables.mean_table(frame, order=order)
+    sd = tables.std_table(frame, order=order)
+    n_seeds = frame.groupby("label")["seed"].nunique().reindex(order)
+    measured = {label: sorted({r.config.seed for r in runs if r.config.label == label}) for label in order}
     n_test = runs[0].record.n_test
     glue_text(
         key + "status",
-        f"{len(runs)} of {len(configs)} rows measured at profile `{profile}` "
-        f"on {n_test} test images (seed {seed}, one training run per row). With {n_test} "
+        f"{len(runs)} of {len(configs)} {'rows' if len(seeds) == 1 else 'runs'} measured at profile "
+        f"`{profile}` on {n_test} test images ({seeds_text(measured, seeds)}). With {n_test} "
         f"test images an accuracy carries a binomial standard error of up to "
         f"{0.5 / np.sqrt(n_test):.3f}; differences smaller than about twice that are "
         f"not resolved at this scale.",
     )
-    glue_table(key + "ours", mean.round(3), index_name="method (ours)")
+    if int(n_seeds.max()) > 1:
+        shown = tables.mean_std_text(mean, sd).astype(object)
+        for label in order:
+            if n_seeds[label] < 2:
+                shown.loc[label] = [f"{v:.3f}" for v in mean.loc[label]]
+        shown.insert(0, "seeds", [int(n_seeds[label]) for label in order])
+        glue_table(key + "ours", shown, index_name="method (ours; mean ± sd over seeds)")
+    else:
+        glue_table(key + "ours", mean.round(3), index_name="method (ours)")
     glue_table(key + "side", tables.side_by_side(mean, paper), index_name="method")
     glue_text(key + "rises", int(frame["rises"].sum()))
     fig = plot_accuracy_curves(
         mean, paper, title=f"{dataset}, {norm}, profile {profile}", xlabel=f"noise level ({norm})"
     )
     glue_figure(key + "curves", fig)
-    stored = {r.config.label: load_margins(r) for r in runs}
+    stored = {r.config.label: load_margins(r) for r in runs if r.config.seed == seeds[0]}
     margins = {label: values for label, values in stored.items() if values is not None}
     if margins:
         ima = [r for r in runs if r.config.label == "ima"]
@@ -181,7 +201,65 @@ def table_section(
     else:
         fig = placeholder("no IMA or MMA run yet")
     glue_figure(key + "hist", fig)
-    return {"runs": runs, "missing": missing, "mean": mean, "n_test": n_test}
+    return {"runs": runs, "missing": missing, "mean": mean, "sd": sd, "n_seeds": n_seeds, "n_test": n_test}
+
+
+def rows_resolved(section: dict[str, Any], a: str, b: str, eps: float) -> bool:
+    """Whether rows ``a`` and ``b`` of a :func:`table_section` differ at ``eps`` beyond the resolution: two
+    binomial standard errors at its test size and, where both rows have two or more seeds, two standard
+    errors of the difference of their seed means (:func:`imalib.book.findings.resolved_over_seeds`)."""
+    mean, sd, seeds = section["mean"], section["sd"], section["n_seeds"]
+    return resolved_over_seeds(
+        float(mean.loc[a, eps]),
+        float(mean.loc[b, eps]),
+        int(section["n_test"]),
+        sd_a=float(sd.loc[a, eps]),
+        seeds_a=int(seeds[a]),
+        sd_b=float(sd.loc[b, eps]),
+        seeds_b=int(seeds[b]),
+    )
+
+
+def seed_counts(n_seeds: pd.Series) -> str:
+    """How many training seeds the rows of a :func:`table_section` have, in words (``n_seeds``: label -> count)."""
+    groups: dict[int, list[str]] = {}
+    for label, count in n_seeds.items():
+        groups.setdefault(int(count), []).append(f"`{label}`")
+    if len(groups) == 1:
+        (count,) = groups
+        return f"every row has {count} training seed{'s' if count > 1 else ''}"
+    return "; ".join(
+        f"{', '.join(labels)}: {count} training seed{'s' if count > 1 else ''}{' each' if len(labels) > 1 else ''}"
+        for count, labels in sorted(groups.items(), reverse=True)
+    )
+
+
+def missing_text(missing: Sequence[RunConfig], *, several: bool) -> str:
+    """The rows without a finished run ('none'); with several seeds, each row's missing seeds."""
+    if not missing:
+        return "none"
+    if not several:
+        return ", ".join(c.label for c in missing)
+    by_label: dict[str, list[int]] = {}
+    for c in missing:
+        by_label.setdefault(c.label, []).append(c.seed)
+    return ", ".join(
+        f"{label} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})" for label, s in by_label.items()
+    )
+
+
+def seeds_text(measured: dict[str, list[int]], seeds: Sequence[int]) -> str:
+    """Which training seeds each row has, in words: 'seed 0, one training run per row', or grouped by seeds."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}, one training run per row"
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for label, values in measured.items():
+        groups.setdefault(tuple(sorted(values)), []).append(label)
+    parts = [
+        f"seed{'s' if len(key) > 1 else ''} {', '.join(map(str, key))} for {', '.join(labels)}"
+        for key, labels in sorted(groups.items(), key=lambda item: (-len(item[0]), item[0]))
+    ]
+    return "training seeds: " + "; ".join(parts) + "; a cell is the mean over a row's seeds"
 
 
 def white_noise_section(runs: list[Run], absent: str | None, data_root: str | Path | None) -> dict[str, Any]:

@@ -60,6 +60,31 @@ def resolved(a: float, b: float, n: int, k: float = 2.0) -> bool:
     return abs(a - b) > k * spread
 
 
+def resolved_over_seeds(
+    a: float,
+    b: float,
+    n: int,
+    *,
+    sd_a: float = math.nan,
+    seeds_a: int = 1,
+    sd_b: float = math.nan,
+    seeds_b: int = 1,
+    k: float = 2.0,
+) -> bool:
+    """:func:`resolved` for two means over training seeds on the same ``n`` test samples.
+
+    ``a`` and ``b`` must differ by more than ``k`` binomial standard errors (the test sample) and, where both
+    were measured on two or more seeds, also by more than ``k`` standard errors of the difference of the
+    seed means, sqrt(sd_a^2 / seeds_a + sd_b^2 / seeds_b) (the training runs). With one seed on either side
+    the seed spread is unknown and only the binomial test applies.
+    """
+    if not resolved(a, b, n, k):
+        return False
+    if seeds_a < 2 or seeds_b < 2 or math.isnan(sd_a) or math.isnan(sd_b):
+        return True
+    return abs(a - b) > k * math.sqrt(sd_a**2 / seeds_a + sd_b**2 / seeds_b)
+
+
 def ranking(values: Mapping[str, float]) -> list[str]:
     """Labels from the highest value to the lowest (ties keep the mapping's order)."""
     return sorted(values, key=lambda label: -values[label])

@@ -7,6 +7,7 @@ and NaN for AutoAttack and the worst of both.
 
 - :func:`attack_frame`: one row per (record, eps): PGD, AutoAttack, worst of both;
 - :func:`robustness_table`: per (dataset, norm), mean and sd over seeds per method and eps;
+- :func:`seed_table`: one attack of it as 'mean ± sd' cells with each row's number of seeds;
 - :func:`rankings`: the order of the methods under PGD and under the worst of both, per eps;
 - :func:`overstated`: where PGD overstates a method by more than the resolution;
 - :func:`masking_signs`: accuracy rising with eps, AutoAttack beating PGD by more than the resolution;
@@ -129,6 +130,31 @@ def compact_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         index=list(dict.fromkeys(table["label"])),
     )
     out.index.name = "PGD / AutoAttack / worst of both"
+    return out
+
+
+def seed_table(table: pd.DataFrame, attack: str = "worst_of_both", digits: int = 3) -> pd.DataFrame | None:
+    """One ``attack`` of a :func:`robustness_table` as 'mean ± sd' over seeds: methods as rows, eps as columns,
+    the number of seeds first; a row with one seed shows its value alone. None when no row has two seeds."""
+    if int(table["n_seeds"].max()) < 2:
+        return None
+
+    def cell(mean: float, sd: float) -> str:
+        if math.isnan(mean):
+            return "not measured"
+        return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+    labels = list(dict.fromkeys(table["label"]))
+    out = pd.DataFrame(
+        {
+            f"{eps:g}": [cell(m, s) for m, s in zip(part[attack], part[f"{attack}_sd"], strict=True)]
+            for eps, part in table.groupby("eps", sort=True)
+        },
+        index=labels,
+    )
+    seeds = table.groupby("label", sort=False)["n_seeds"].min()
+    out.insert(0, "seeds", [int(seeds[label]) for label in labels])
+    out.index.name = f"{attack.replace('_', ' ')}, mean ± sd over seeds"
     return out
 
 
@@ -282,7 +308,7 @@ def chapter_values(
     key = f"{dataset}_{norm}_aa"
     if not chosen:
         empty = "no runs of this table yet"
-        return {f"{key}_{what}": empty for what in ("status", "table", "rankings", "overstated", "masking")}
+        return {f"{key}_{what}": empty for what in ("status", "table", "seeds", "rankings", "overstated", "masking")}
     with_aa = sum(r.autoattack is not None for r in chosen)
     command = not_measured_command(chosen, results_root)
     status = f"AutoAttack measured on {with_aa} of {len(chosen)} runs" if with_aa else "not measured yet"
@@ -291,13 +317,16 @@ def chapter_values(
             f"; to add it to a run whose weights exist: `{command}` (the image weights are not committed: "
             f"`python -m imalib reproduce RUN_DIR --keep ROOT` retrains a run with AutoAttack on)"
         )
-    table = compact_table(robustness_table(chosen, dataset, norm))
+    full = robustness_table(chosen, dataset, norm)
+    table = compact_table(full)
+    spread = seed_table(full)
     ranks = rankings(chosen, dataset, norm).set_index("eps")
     over = overstated(chosen, dataset, norm).set_index("label").round(3)
     masking = masking_signs(chosen).drop(columns=["dataset", "norm"]).round(3)
     return {
         f"{key}_status": status,
         f"{key}_table": table,
+        f"{key}_seeds": spread if spread is not None else "one training seed per row: no seed spread to show",
         f"{key}_rankings": ranks,
         f"{key}_overstated": over
         if not over.empty
@@ -414,5 +443,6 @@ __all__ = [
     "rankings",
     "resolution",
     "robustness_table",
+    "seed_table",
     "standard_check",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from imalib.book import moons
-from imalib.book.findings import resolved, standard_error
+from imalib.book.findings import resolved, resolved_over_seeds, standard_error
 from imalib.records import ResultRecord, collect
 
 
@@ -69,15 +69,45 @@ def moons_verdict(
 class ImageVerdict:
     """One image table at one profile: accuracy per (label, eps), the test-set size and the largest SE."""
 
-    accuracy: pd.DataFrame  # rows labels, columns eps
+    accuracy: pd.DataFrame  # rows labels, columns eps: the mean over the row's seeds
     n_test: int
-    seeds: int
+    seeds: int  # the fewest seeds of any row
     max_se: float
+    sd: pd.DataFrame | None = None  # sample sd over seeds, same shape (NaN with one seed)
+    n_seeds: pd.Series | None = None  # label -> number of seeds
+
+    def _resolved(self, a: str, b: str, eps: float) -> bool:
+        x, y = float(self.accuracy.loc[a, eps]), float(self.accuracy.loc[b, eps])
+        if self.sd is None or self.n_seeds is None:
+            return resolved(x, y, self.n_test)
+        return resolved_over_seeds(
+            x,
+            y,
+            self.n_test,
+            sd_a=float(self.sd.loc[a, eps]),
+            seeds_a=int(self.n_seeds[a]),
+            sd_b=float(self.sd.loc[b, eps]),
+            seeds_b=int(self.n_seeds[b]),
+        )
 
     def resolved_above(self, a: str, b: str, eps: float) -> bool:
-        """``a`` above ``b`` at ``eps`` by more than two combined standard errors."""
-        x, y = float(self.accuracy.loc[a, eps]), float(self.accuracy.loc[b, eps])
-        return x > y and resolved(x, y, self.n_test)
+        """``a`` above ``b`` at ``eps`` by more than two combined standard errors (binomial, and of the seed
+        means where both rows have two or more seeds)."""
+        return float(self.accuracy.loc[a, eps]) > float(self.accuracy.loc[b, eps]) and self._resolved(a, b, eps)
+
+    def seed_text(self) -> str:
+        """How many training seeds the rows have, in words."""
+        counts = self.n_seeds if self.n_seeds is not None else pd.Series(self.seeds, index=self.accuracy.index)
+        groups: dict[int, list[str]] = {}
+        for label, count in counts.items():
+            groups.setdefault(int(count), []).append(str(label))
+        if len(groups) == 1:
+            (count,) = groups
+            return f"{count} training seed{'s' if count > 1 else ''} per row"
+        return "; ".join(
+            f"{count} training seed{'s' if count > 1 else ''} for {', '.join(labels)}"
+            for count, labels in sorted(groups.items(), reverse=True)
+        )
 
     def resolved_eps(self, a: str, b: str) -> list[float]:
         """The attacked eps (> 0) at which ``a`` is resolved above ``b``."""
@@ -85,11 +115,7 @@ class ImageVerdict:
 
     def unresolved_eps(self, a: str, b: str) -> list[float]:
         """The attacked eps at which ``a`` and ``b`` differ by at most two combined standard errors."""
-        return [
-            e
-            for e in self.accuracy.columns
-            if e > 0 and not resolved(float(self.accuracy.loc[a, e]), float(self.accuracy.loc[b, e]), self.n_test)
-        ]
+        return [e for e in self.accuracy.columns if e > 0 and not self._resolved(a, b, e)]
 
 
 def image_verdict(
@@ -116,9 +142,16 @@ def image_verdict(
     ]
     frame = pd.DataFrame(rows)
     accuracy = frame.pivot_table(index="label", columns="eps", values="accuracy", aggfunc="mean")
+    sd = frame.pivot_table(index="label", columns="eps", values="accuracy", aggfunc=lambda v: v.std(ddof=1))
+    n_seeds = frame.groupby("label")["seed"].nunique()
     n_test = min(r.n_test for r in records)
     return ImageVerdict(
-        accuracy, n_test, int(frame.groupby("label")["seed"].nunique().min()), standard_error(0.5, n_test)
+        accuracy,
+        n_test,
+        int(n_seeds.min()),
+        standard_error(0.5, n_test),
+        sd.reindex(index=accuracy.index, columns=accuracy.columns),
+        n_seeds.reindex(accuracy.index),
     )
 
 
