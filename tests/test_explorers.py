@@ -156,6 +156,7 @@ def test_margin_histograms_are_the_stored_margins():
             expected, _ = np.histogram(values, bins=30, range=(0, max(_record(path, "config.json")["eps"], values.max())))
             assert np.array_equal(heights, expected) and heights.sum() == len(values)
             assert f"mean {values.mean():.3f}" in hist.ax.get_title()
+            assert _record(path, "config.json")["seed"] == 0 and "seed 0" in hist.ax.get_title()
             seen.add(path)
     assert len(seen) == 4
 

@@ -574,10 +574,10 @@ class MarginHistogramExplorer(_Explorer):
     def __init__(self, results_root: str | Path = "results", dataset: str = "fashion_mnist") -> None:
         super().__init__()
         self.runs: dict[tuple[str, str], Path] = {}
-        for path in _finished_runs(Path(results_root) / dataset):
-            if (path / "margins.pt").exists():
-                config = json.loads((path / "config.json").read_text())
-                self.runs.setdefault((config["method"], config["norm"]), path)
+        stored = [p for p in _finished_runs(Path(results_root) / dataset) if (p / "margins.pt").exists()]
+        configs = {p: json.loads((p / "config.json").read_text()) for p in stored}
+        for path in sorted(stored, key=lambda p: configs[p]["seed"]):  # per method and norm, the lowest seed
+            self.runs.setdefault((configs[path]["method"], configs[path]["norm"]), path)
         if not self.runs:
             raise FileNotFoundError(
                 f"no {dataset} run with margins.pt under {results_root}; the IMA and MMA runs "
@@ -613,7 +613,8 @@ class MarginHistogramExplorer(_Explorer):
         self.ax.set_xlabel(f"estimated margin ({key[1]})")
         self.ax.set_ylabel("training samples")
         self.ax.set_title(
-            f"{self.dataset} {key[0]} ({key[1]}, eps_max {eps_max:g}): mean {values.mean():.3f}", fontsize=9
+            f"{self.dataset} {key[0]} ({key[1]}, eps_max {eps_max:g}, seed {config.seed}): mean {values.mean():.3f}",
+            fontsize=9,
         )
         self.shown = {"run": path, "counts": counts, "edges": edges, "mean": float(values.mean())}
         rows = [
@@ -621,6 +622,7 @@ class MarginHistogramExplorer(_Explorer):
             ("mean margin", f"{values.mean():.3f}"),
             ("share at eps_max or above", f"{float((values >= eps_max * (1 - 1e-4)).mean()):.3f}"),
             ("profile", config.profile),
+            ("training seed", str(config.seed)),
         ]
         self.text.value = "<b>final margins</b>" + _table(["", ""], rows)
 
@@ -716,9 +718,14 @@ class ImageExplorer(_Explorer):
     ) -> None:
         super().__init__()
         self.dataset, self.weights_root, self.data_root = dataset, Path(weights_root), data_root
-        records = [load_run(p, require_weights=False) for p in _finished_runs(Path(results_root) / dataset)]
-        if not records:
+        loaded = [load_run(p, require_weights=False) for p in _finished_runs(Path(results_root) / dataset)]
+        if not loaded:
             raise FileNotFoundError(f"no finished {dataset} run under {results_root}")
+        # one model per row of the tables: its lowest training seed
+        first: dict[tuple[str, str], Run] = {}
+        for record in sorted(loaded, key=lambda r: r.config.seed):
+            first.setdefault((record.config.label, record.config.norm), record)
+        records = list(first.values())
         self.runs: dict[str, list[Run]] = {}
         self.missing: list[Run] = []
         for record in records:
