@@ -171,3 +171,19 @@ def test_seed_words_of_a_table_with_several_seeds():
     with pytest.raises(ValueError, match="distinct training seeds"):
         chapter.table_section("fashion_mnist", "linf", "cpu", results_root=".", data_root=None,
                               train_missing=False, seeds=[0, 0])
+
+
+def test_seed_spread_finds_the_widest_cell_among_rows_with_seeds():
+    import pandas as pd
+
+    mean = pd.DataFrame({0.0: [0.8, 0.7, 0.8], 0.1: [0.5, 0.3, 0.4]}, index=["ima", "trades", "ce"])
+    sd = pd.DataFrame({0.0: [0.2, 0.0, 0.0], 0.1: [0.01, 0.06, 0.5]}, index=mean.index)
+    section = {"mean": mean, "sd": sd, "n_seeds": pd.Series({"ima": 3, "trades": 2, "ce": 1}), "n_test": 300}
+    spread = chapter.seed_spread(section)
+    # eps 0 and the one-seed row are left out; trades at 0.1 is the widest and above its binomial SE (0.026)
+    assert spread["rows"] == ["ima", "trades"] and spread["cells"] == 2
+    assert (spread["label"], spread["eps"], spread["max_sd"]) == ("trades", 0.1, 0.06)
+    assert spread["se_there"] == pytest.approx(math.sqrt(0.21 / 300)) and spread["above_se"] == 1
+    none = chapter.seed_spread(section | {"n_seeds": pd.Series({"ima": 1, "trades": 1, "ce": 1})})
+    assert none["rows"] == [] and math.isnan(none["max_sd"])
+    assert chapter.seed_spread({"runs": [], "missing": []})["cells"] == 0   # a table without runs

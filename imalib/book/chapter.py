@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from imalib import tables
-from imalib.book.findings import resolved_over_seeds
+from imalib.book.findings import resolved_over_seeds, standard_error
 from imalib.book.glue import glue_figure, glue_table, glue_text
 from imalib.book.plots import (
     placeholder,
@@ -218,6 +218,41 @@ def rows_resolved(section: dict[str, Any], a: str, b: str, eps: float) -> bool:
         sd_b=float(sd.loc[b, eps]),
         seeds_b=int(seeds[b]),
     )
+
+
+def seed_spread(section: dict[str, Any]) -> dict[str, Any]:
+    """The training-seed spread of a :func:`table_section`, over its rows with two or more seeds, at eps > 0.
+
+    Keys: ``rows`` (those labels), ``cells`` ((label, eps) pairs), ``max_sd`` with its ``label`` and ``eps``,
+    ``se_there`` (the binomial standard error of that cell's mean at the table's test size), and ``above_se``
+    (how many cells have a seed sd larger than their binomial SE). Empty rows: NaN and zeros.
+    """
+    if "n_seeds" not in section:  # a table without runs
+        section = {"n_seeds": pd.Series(dtype=int), "sd": pd.DataFrame(), "mean": pd.DataFrame(), "n_test": 1}
+    counts, sd, mean, n = section["n_seeds"], section["sd"], section["mean"], int(section["n_test"])
+    rows = [str(label) for label in counts.index if int(counts[label]) >= 2]
+    eps = [e for e in sd.columns if e > 0]
+    cells = [(label, e) for label in rows for e in eps]
+    if not cells:
+        return {
+            "rows": [],
+            "cells": 0,
+            "max_sd": float("nan"),
+            "label": "",
+            "eps": float("nan"),
+            "se_there": float("nan"),
+            "above_se": 0,
+        }
+    label, e = max(cells, key=lambda cell: float(sd.loc[cell[0], cell[1]]))
+    return {
+        "rows": rows,
+        "cells": len(cells),
+        "max_sd": float(sd.loc[label, e]),
+        "label": label,
+        "eps": float(e),
+        "se_there": standard_error(float(mean.loc[label, e]), n),
+        "above_se": sum(float(sd.loc[a, b]) > standard_error(float(mean.loc[a, b]), n) for a, b in cells),
+    }
 
 
 def seed_counts(n_seeds: pd.Series) -> str:
