@@ -171,7 +171,7 @@ def test_standard_check_pairs_the_two_sets_on_the_same_images(tmp_path: Path) ->
     row = frame.iloc[0]
     # custom on images 0, 2, 3, 5 at eps 0.2: 1, 0, 0, 0; standard: 1, 0, 0, 1
     assert row["custom"] == 0.25 and row["standard"] == 0.5 and row["n_images"] == 4
-    assert row["only_standard"] == 0 and row["only_custom"] == 1
+    assert row["only_standard"] == 0 and row["only_custom"] == 1 and row["seed"] == record.seed
 
 
 def test_attack_summary_quotes_the_largest_gap_and_the_changed_rankings() -> None:

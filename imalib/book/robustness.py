@@ -340,7 +340,7 @@ def standard_check(runs: Sequence[Any]) -> pd.DataFrame:
 
     ``runs`` are :class:`imalib.runs.Run` objects or run directories; those
     without an ``autoattack_standard`` entry are skipped. One row per (run,
-    eps): label, norm, eps, n_images, custom and standard (robust accuracy on
+    eps): label, norm, seed, eps, n_images, custom and standard (robust accuracy on
     those images), only_standard (images the standard set broke and the custom
     set did not) and only_custom (the reverse: their random starts differ).
     """
@@ -366,6 +366,7 @@ def standard_check(runs: Sequence[Any]) -> pd.DataFrame:
                 {
                     "label": record.label,
                     "norm": record.norm,
+                    "seed": record.seed,
                     "eps": eps,
                     "n_images": len(images),
                     "custom": float(mine.float().mean()),
@@ -374,7 +375,7 @@ def standard_check(runs: Sequence[Any]) -> pd.DataFrame:
                     "only_custom": int((theirs & ~mine).sum()),
                 }
             )
-    columns = ["label", "norm", "eps", "n_images", "custom", "standard", "only_standard", "only_custom"]
+    columns = ["label", "norm", "seed", "eps", "n_images", "custom", "standard", "only_standard", "only_custom"]
     return pd.DataFrame(rows, columns=columns)
 
 
