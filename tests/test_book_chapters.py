@@ -166,8 +166,8 @@ def test_seed_words_of_a_table_with_several_seeds():
     import pandas as pd
 
     counts = pd.Series({"ima": 3, "mma": 3, "ce": 1})
-    assert chapter.seed_counts(counts) == "`ima`, `mma`: 3 training seeds each; `ce`: 1 training seed"
-    assert chapter.seed_counts(pd.Series({"ima": 1})) == "every row has 1 training seed"
+    assert chapter.seed_counts(counts) == "3 training seeds for `ima`, `mma`; 1 training seed for `ce`"
+    assert chapter.seed_counts(pd.Series({"ima": 1})) == "1 training seed per row"
     with pytest.raises(ValueError, match="distinct training seeds"):
         chapter.table_section("fashion_mnist", "linf", "cpu", results_root=".", data_root=None,
                               train_missing=False, seeds=[0, 0])

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from imalib import tables
-from imalib.book.findings import resolved_over_seeds, standard_error
+from imalib.book.findings import resolved_over_seeds, seed_words, standard_error
 from imalib.book.glue import glue_figure, glue_table, glue_text
 from imalib.book.plots import (
     placeholder,
@@ -257,16 +257,7 @@ def seed_spread(section: dict[str, Any]) -> dict[str, Any]:
 
 def seed_counts(n_seeds: pd.Series) -> str:
     """How many training seeds the rows of a :func:`table_section` have, in words (``n_seeds``: label -> count)."""
-    groups: dict[int, list[str]] = {}
-    for label, count in n_seeds.items():
-        groups.setdefault(int(count), []).append(f"`{label}`")
-    if len(groups) == 1:
-        (count,) = groups
-        return f"every row has {count} training seed{'s' if count > 1 else ''}"
-    return "; ".join(
-        f"{', '.join(labels)}: {count} training seed{'s' if count > 1 else ''}{' each' if len(labels) > 1 else ''}"
-        for count, labels in sorted(groups.items(), reverse=True)
-    )
+    return seed_words({str(label): int(count) for label, count in n_seeds.items()}, code=True)
 
 
 def missing_text(missing: Sequence[RunConfig], *, several: bool) -> str:

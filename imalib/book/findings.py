@@ -85,6 +85,24 @@ def resolved_over_seeds(
     return abs(a - b) > k * math.sqrt(sd_a**2 / seeds_a + sd_b**2 / seeds_b)
 
 
+def seed_words(counts: Mapping[str, int], *, code: bool = False) -> str:
+    """How many training seeds the rows of a table have, in words: '3 training seeds for ima, mma; 1 training
+    seed for ce', or '3 training seeds per row' when every row has the same; ``code``: labels as `code`."""
+    groups: dict[int, list[str]] = {}
+    for label, count in counts.items():
+        groups.setdefault(int(count), []).append(f"`{label}`" if code else str(label))
+
+    def seeds(count: int) -> str:
+        return f"{count} training seed{'s' if count > 1 else ''}"
+
+    if len(groups) == 1:
+        (count,) = groups
+        return f"{seeds(count)} per row"
+    return "; ".join(
+        f"{seeds(count)} for {', '.join(labels)}" for count, labels in sorted(groups.items(), reverse=True)
+    )
+
+
 def ranking(values: Mapping[str, float]) -> list[str]:
     """Labels from the highest value to the lowest (ties keep the mapping's order)."""
     return sorted(values, key=lambda label: -values[label])

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from imalib.book import moons
-from imalib.book.findings import resolved, resolved_over_seeds, standard_error
+from imalib.book.findings import resolved, resolved_over_seeds, seed_words, standard_error
 from imalib.records import ResultRecord, collect
 
 
@@ -98,16 +98,7 @@ class ImageVerdict:
     def seed_text(self) -> str:
         """How many training seeds the rows have, in words."""
         counts = self.n_seeds if self.n_seeds is not None else pd.Series(self.seeds, index=self.accuracy.index)
-        groups: dict[int, list[str]] = {}
-        for label, count in counts.items():
-            groups.setdefault(int(count), []).append(str(label))
-        if len(groups) == 1:
-            (count,) = groups
-            return f"{count} training seed{'s' if count > 1 else ''} per row"
-        return "; ".join(
-            f"{count} training seed{'s' if count > 1 else ''} for {', '.join(labels)}"
-            for count, labels in sorted(groups.items(), reverse=True)
-        )
+        return seed_words({str(label): int(count) for label, count in counts.items()})
 
     def resolved_eps(self, a: str, b: str) -> list[float]:
         """The attacked eps (> 0) at which ``a`` is resolved above ``b``."""
