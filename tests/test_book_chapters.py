@@ -159,10 +159,6 @@ def test_seed_words_of_a_table_with_several_seeds():
     configs = [c for s in (1, 2) for c in table_configs("fashion_mnist", "linf", "cpu", seed=s)[:2]]
     assert chapter.missing_text(configs, several=True) == "ima (seeds 1, 2), mma (seeds 1, 2)"
     assert chapter.missing_text(configs[:1], several=False) == "ima" and chapter.missing_text([], several=True) == "none"
-    measured = {"ima": [0, 1, 2], "mma": [0, 1, 2], "ce": [0]}
-    assert chapter.seeds_text(measured, [0, 1, 2]) == (
-        "training seeds: seeds 0, 1, 2 for ima, mma; seed 0 for ce; a cell is the mean over a row's seeds")
-    assert chapter.seeds_text({"ima": [0]}, [0]) == "seed 0, one training run per row"
     import pandas as pd
 
     counts = pd.Series({"ima": 3, "mma": 3, "ce": 1})

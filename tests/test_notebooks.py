@@ -110,7 +110,7 @@ def test_moons_smoke(tmp_path):
 def test_fashion_mnist_smoke(tmp_path):
     values = run("fashion_mnist", tmp_path, data_root=str(data_root()), seeds=[0, 1])
     assert "14 of 14 runs" in values["fashion_mnist_linf_status"]        # Table 2 on both seeds
-    assert "seeds 0, 1 for ima" in values["fashion_mnist_linf_status"]
+    assert "seeds 0, 1: 2 training seeds per row" in values["fashion_mnist_linf_status"]
     assert "8 of 8 rows" in values["fashion_mnist_l2_status"]            # Table 3 on the first
     assert "±" in values["fashion_mnist_linf_ours"] and "±" not in values["fashion_mnist_l2_ours"]
 

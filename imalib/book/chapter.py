@@ -168,12 +168,16 @@ def table_section(
     mean = tables.mean_table(frame, order=order)
     sd = tables.std_table(frame, order=order)
     n_seeds = frame.groupby("label")["seed"].nunique().reindex(order)
-    measured = {label: sorted({r.config.seed for r in runs if r.config.label == label}) for label in order}
+    seed_status = (
+        f"seed {seeds[0]}, one training run per row"
+        if len(seeds) == 1
+        else f"seeds {', '.join(map(str, seeds))}: {seed_counts(n_seeds)}; a cell is the mean over a row's seeds"
+    )
     n_test = runs[0].record.n_test
     glue_text(
         key + "status",
         f"{len(runs)} of {len(configs)} {'rows' if len(seeds) == 1 else 'runs'} measured at profile "
-        f"`{profile}` on {n_test} test images ({seeds_text(measured, seeds)}). With {n_test} "
+        f"`{profile}` on {n_test} test images ({seed_status}). With {n_test} "
         f"test images an accuracy carries a binomial standard error of up to "
         f"{0.5 / np.sqrt(n_test):.3f}; differences smaller than about twice that are "
         f"not resolved at this scale.",
@@ -272,20 +276,6 @@ def missing_text(missing: Sequence[RunConfig], *, several: bool) -> str:
     return ", ".join(
         f"{label} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})" for label, s in by_label.items()
     )
-
-
-def seeds_text(measured: dict[str, list[int]], seeds: Sequence[int]) -> str:
-    """Which training seeds each row has, in words: 'seed 0, one training run per row', or grouped by seeds."""
-    if len(seeds) == 1:
-        return f"seed {seeds[0]}, one training run per row"
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for label, values in measured.items():
-        groups.setdefault(tuple(sorted(values)), []).append(label)
-    parts = [
-        f"seed{'s' if len(key) > 1 else ''} {', '.join(map(str, key))} for {', '.join(labels)}"
-        for key, labels in sorted(groups.items(), key=lambda item: (-len(item[0]), item[0]))
-    ]
-    return "training seeds: " + "; ".join(parts) + "; a cell is the mean over a row's seeds"
 
 
 def white_noise_section(runs: list[Run], absent: str | None, data_root: str | Path | None) -> dict[str, Any]:

@@ -96,17 +96,19 @@ def robustness_table(records: Sequence[ResultRecord], dataset: str, norm: str) -
     return table.sort_values(["label", "eps"]).reset_index(drop=True).assign(label=lambda t: t["label"].astype(str))
 
 
+def _cell(mean: float, sd: float, digits: int) -> str:
+    """'mean ± sd', the mean alone where sd is NaN (one seed), 'not measured' where the mean is NaN."""
+    if math.isnan(mean):
+        return "not measured"
+    return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
 def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A :func:`robustness_table` for reading: methods as rows, (eps, attack) as columns, 'mean ± sd' cells."""
 
-    def cell(mean: float, sd: float) -> str:
-        if math.isnan(mean):
-            return "not measured"
-        return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
     out = pd.DataFrame(
         {
-            (f"{eps:g}", attack): [cell(m, s) for m, s in zip(part[attack], part[f"{attack}_sd"], strict=True)]
+            (f"{eps:g}", attack): [_cell(m, s, digits) for m, s in zip(part[attack], part[f"{attack}_sd"], strict=True)]
             for eps, part in table.groupby("eps", sort=True)
             for attack in ATTACKS
         },
@@ -139,15 +141,10 @@ def seed_table(table: pd.DataFrame, attack: str = "worst_of_both", digits: int =
     if int(table["n_seeds"].max()) < 2:
         return None
 
-    def cell(mean: float, sd: float) -> str:
-        if math.isnan(mean):
-            return "not measured"
-        return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
     labels = list(dict.fromkeys(table["label"]))
     out = pd.DataFrame(
         {
-            f"{eps:g}": [cell(m, s) for m, s in zip(part[attack], part[f"{attack}_sd"], strict=True)]
+            f"{eps:g}": [_cell(m, s, digits) for m, s in zip(part[attack], part[f"{attack}_sd"], strict=True)]
             for eps, part in table.groupby("eps", sort=True)
         },
         index=labels,

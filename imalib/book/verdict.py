@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from imalib import tables
 from imalib.book import moons
 from imalib.book.findings import resolved, resolved_over_seeds, seed_words, standard_error
 from imalib.records import ResultRecord, collect
@@ -73,7 +74,7 @@ class ImageVerdict:
     n_test: int
     seeds: int  # the fewest seeds of any row
     max_se: float
-    sd: pd.DataFrame | None = None  # sample sd over seeds, same shape (NaN with one seed)
+    sd: pd.DataFrame | None = None  # sample sd over seeds, same shape (0 with one seed)
     n_seeds: pd.Series | None = None  # label -> number of seeds
 
     def _resolved(self, a: str, b: str, eps: float) -> bool:
@@ -133,7 +134,7 @@ def image_verdict(
     ]
     frame = pd.DataFrame(rows)
     accuracy = frame.pivot_table(index="label", columns="eps", values="accuracy", aggfunc="mean")
-    sd = frame.pivot_table(index="label", columns="eps", values="accuracy", aggfunc=lambda v: v.std(ddof=1))
+    sd = tables.std_table(frame)  # 0 for a one-seed row, which then gets the binomial test alone
     n_seeds = frame.groupby("label")["seed"].nunique()
     n_test = min(r.n_test for r in records)
     return ImageVerdict(
