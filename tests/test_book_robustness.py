@@ -78,6 +78,16 @@ def test_overstatement_beyond_the_resolution_only() -> None:
     # ima at 0.2: PGD 0.5, worst 0.22, gap 0.28 > 0.1; ima at 0.1: gap 0.18 > 0.098; mma: gaps 0.02 at most
     assert [(r.label, r.eps) for r in frame.itertuples()] == [("ima", 0.1), ("ima", 0.2)]
     assert frame.iloc[1]["gap"] == pytest.approx(0.28) and frame.iloc[1]["resolution"] == pytest.approx(0.1)
+    # per seed: ima at 0.2 gaps 0.30 (seed 0) and 0.26 (seed 1); at 0.1 gaps 0.20 and 0.16
+    assert list(frame["seeds"]) == [2, 2]
+    assert list(frame["smallest_gap"]) == pytest.approx([0.16, 0.26])
+
+
+def test_smallest_gap_shows_a_seed_where_pgd_was_not_beaten() -> None:
+    # seed 1's AutoAttack matched PGD: the mean gap is beyond the resolution, the smallest gap is 0
+    records = [made_up("ima", 0, (0.8, 0.6, 0.5), (0.8, 0.2, 0.1)), made_up("ima", 1, (0.8, 0.6, 0.5), (0.8, 0.6, 0.5))]
+    frame = overstated(records, "fashion_mnist", "linf").set_index("eps")
+    assert frame.loc[0.2, "gap"] == pytest.approx(0.2) and frame.loc[0.2, "smallest_gap"] == pytest.approx(0.0)
 
 
 def test_masking_signs() -> None:

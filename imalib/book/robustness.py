@@ -178,15 +178,22 @@ def rankings(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.Dat
 def overstated(records: Sequence[ResultRecord], dataset: str, norm: str) -> pd.DataFrame:
     """Where PGD's accuracy exceeds the worst of both by more than the resolution at n_test (mean over seeds).
 
-    Columns: label, eps, pgd, worst_of_both, gap, resolution, n_test; empty
-    when PGD overstates no method (or nothing is measured).
+    Columns: label, eps, seeds, pgd, worst_of_both, gap, smallest_gap (the
+    smallest of the per-seed gaps: the worst of both is never above PGD on one
+    model, so a positive smallest gap means PGD overstated the method on every
+    seed), resolution, n_test; empty when PGD overstates no method (or nothing
+    is measured).
     """
     table = robustness_table(records, dataset, norm).dropna(subset=["worst_of_both"])
+    frame = _one(records, dataset, norm).dropna(subset=["worst_of_both"])
+    per_seed = (frame["pgd"] - frame["worst_of_both"]).groupby([frame["label"], frame["eps"]]).min()
+    smallest = [float(per_seed[(label, eps)]) for label, eps in zip(table["label"], table["eps"], strict=True)]
     gap = table["pgd"] - table["worst_of_both"]
     limit = [resolution(a, int(n)) for a, n in zip(table["pgd"], table["n_test"], strict=True)]
-    out = table.assign(gap=gap, resolution=limit)
+    out = table.assign(gap=gap, smallest_gap=smallest, resolution=limit, seeds=table["n_seeds"])
     out = out[out["gap"] > out["resolution"]]
-    return out[["label", "eps", "pgd", "worst_of_both", "gap", "resolution", "n_test"]].reset_index(drop=True)
+    columns = ["label", "eps", "seeds", "pgd", "worst_of_both", "gap", "smallest_gap", "resolution", "n_test"]
+    return out[columns].reset_index(drop=True)
 
 
 def masking_signs(records: Iterable[ResultRecord]) -> pd.DataFrame:
