@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import torch
 
+from imalib.device import environment
+
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = Path(__file__).resolve().parents[1] / "results"  # the committed runs (weights of large models not committed)
 TRAINED = Path(__file__).resolve().parent / ".trained"  # weights the benchmarks had to train themselves (ignored by git)
@@ -60,6 +62,7 @@ def record(name: str, summary: str, target: str, data: dict[str, Any]) -> None:
     payload = {"name": name, "summary": summary, "target": target, "data": data,
                "command": "python " + " ".join(Path(sys.argv[0]).parts[-2:] + tuple(sys.argv[1:])),
                "machine": {"processor": platform.machine(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__}}
+                           "torch": torch.__version__},
+               "environment": environment()}  # CPU model and capability, library versions, kernel settings
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     print(summary)

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from typing import Any
+
+# MKL picks its float32 kernels by CPU (an AVX-512 Xeon takes other code paths than an AMD EPYC), which changes
+# the last bits of training on another machine. Its conditional-numerical-reproducibility switch pins the AVX2
+# path on every CPU that has AVX2. It is read at MKL's first call, so it is set here, before torch computes
+# anything; a value the user set is kept, and every record states the one in force (``mkl_cbwr``).
+# Measured on an AMD EPYC (AVX-512): AVX2 is the path MKL takes there anyway (no bit changes); see the
+# Reproducing chapter for what is and is not known about other CPUs.
+MKL_CBWR_DEFAULT = "AVX2"
+os.environ.setdefault("MKL_CBWR", MKL_CBWR_DEFAULT)
 
 __version__ = "0.1.0"
 

@@ -27,6 +27,7 @@ import os
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,9 +124,25 @@ def environment() -> dict[str, Any]:
         "cuda_version": torch.version.cuda,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
         "evaluation_tf32": False,
+        "cpu_model": cpu_model(),
+        # the settings that choose the CPU kernels (None: the library's own choice)
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"),
     }
     record.update(numerics_flags())
     return record
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux; None elsewhere): which processor made a record."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
 
 
 def free_cuda_bytes(device: torch.device) -> int | None:
@@ -136,4 +153,13 @@ def free_cuda_bytes(device: torch.device) -> int | None:
     return int(free)
 
 
-__all__ = ["AUTO", "device_name", "environment", "exact_float32", "free_cuda_bytes", "numerics_flags", "resolve_device"]
+__all__ = [
+    "AUTO",
+    "cpu_model",
+    "device_name",
+    "environment",
+    "exact_float32",
+    "free_cuda_bytes",
+    "numerics_flags",
+    "resolve_device",
+]

@@ -23,8 +23,21 @@ batch), and training amplifies any difference; there the check passes within
 points), at most 2 % of the per-sample verdicts of a noise level flipped, and a
 mean absolute margin difference within 2 % of eps_max.
 
+On the CPU the verdict is one of three. **Reproduced bit for bit**: every
+compared quantity is equal. **Reproduced within the noise**: training took
+other floating-point paths (the training log or the weights differ, e.g. on
+another CPU or with another thread count), and every accuracy and envelope value
+is within the noise of a training run: ``2 * sqrt(2) * sigma`` per noise level,
+sigma the row's seed sd (its records with other seeds beside the record) or,
+where that is smaller or unknown, the binomial SE of the test set (at least one
+sample); two runs of a configuration differ by sqrt(2) sigma in sd.
+**NOT reproduced**: a value beyond that tolerance, or any evaluation difference
+while training was bit for bit the same (then no floating-point drift explains
+it). On a GPU, or with ``--tolerance``, the fixed tolerance above applies.
+
 Every difference is printed; the exit status is 0 when the record is
-reproduced, 1 when it is not, and 2 on bad input.
+reproduced (bit for bit, or within a given tolerance), 3 when it is reproduced
+within the noise, 1 when it is not, and 2 on bad input.
 """
 
 from __future__ import annotations
@@ -48,6 +61,8 @@ from imalib.errors import ConfigError
 GPU_TOLERANCE = 0.02
 EXIT_MISMATCH = 1
 EXIT_ERROR = 2
+EXIT_WITHIN_NOISE = 3
+TRAINING_CHECKS = ("training log", "model.pt")
 LOG_TIMINGS = ("seconds",)
 
 
@@ -199,6 +214,63 @@ def compare_runs(record_dir: Path, rerun_dir: Path, tolerance: float) -> list[Ch
     return checks
 
 
+@dataclass(frozen=True)
+class NoiseVerdict:
+    """The re-run's accuracies against the record's, judged by the noise of a training run (see the module)."""
+
+    ok: bool
+    largest: float  # the largest |difference| over accuracy and envelope
+    where: str  # the value and eps of the largest difference
+    tolerance: float  # the tolerance at that eps
+    source: str  # where sigma came from
+    beyond: tuple[str, ...]  # the cells beyond their tolerance
+    rerun_accuracy: tuple[float, ...] = ()
+
+
+def row_seed_sd(record_dir: Path, config: RunConfig) -> tuple[list[float] | None, int]:
+    """Per eps, the sd of the accuracy over the records of ``config``'s row with every seed found beside
+    ``record_dir`` (the record's own included); None when fewer than two seeds are there."""
+    row = {k: v for k, v in config.to_dict().items() if k != "seed"}
+    values = []
+    for other in sorted(Path(record_dir).parent.glob("*/result.json")):
+        try:
+            data = json.loads(other.read_text())
+            seen = RunConfig.from_dict(data["config"]).to_dict()
+        except (OSError, ValueError, KeyError, ConfigError):
+            continue
+        if {k: v for k, v in seen.items() if k != "seed"} == row:
+            values.append(data["accuracy"])
+    if len(values) < 2:
+        return None, len(values)
+    columns = torch.tensor(values, dtype=torch.float64)
+    return columns.std(dim=0, unbiased=True).tolist(), len(values)
+
+
+def noise_verdict(record_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> NoiseVerdict:
+    """Judge the re-run's accuracy and envelope against the record's by the noise of a training run."""
+    config = RunConfig.from_dict(old["config"])
+    sd, seeds = row_seed_sd(record_dir, config)
+    n = int(old["n_test"])
+    sigmas, sources = [], set()
+    for k, p in enumerate(old["accuracy"]):
+        se = max(math.sqrt(p * (1 - p) / n), 1.0 / n)
+        use_sd = sd is not None and sd[k] > se
+        sigmas.append(sd[k] if use_sd and sd is not None else se)
+        sources.add(f"the seed sd of {seeds} seeds of the row" if use_sd else f"the binomial SE of {n} test samples")
+    limits = [2.0 * math.sqrt(2.0) * s for s in sigmas]
+    largest, where, at_tolerance, beyond = 0.0, "no accuracy or envelope value differs", limits[0], []
+    for name in ("accuracy", "envelope"):
+        for e, a, b, limit in zip(old["eps"], old[name], new[name], limits, strict=True):
+            gap = abs(a - b)
+            if gap > largest:
+                largest, where, at_tolerance = gap, f"{name} at eps {e:g}: {a:.4f} -> {b:.4f}", limit
+            if gap > limit:
+                beyond.append(f"{name} at eps {e:g}: {a:.4f} -> {b:.4f} (tolerance {limit:.4f})")
+    return NoiseVerdict(
+        not beyond, largest, where, at_tolerance, " and ".join(sorted(sources)), tuple(beyond), tuple(new["accuracy"])
+    )
+
+
 def reproduce(
     record_dir: Path,
     *,
@@ -207,8 +279,9 @@ def reproduce(
     keep: Path | None = None,
     tolerance: float | None = None,
     evaluate_only: bool = False,
-) -> tuple[list[Check], float, Path | None]:
-    """Re-run ``record_dir``'s configuration in a fresh root; returns the checks, the tolerance and the kept dir.
+) -> tuple[list[Check], float, Path | None, NoiseVerdict]:
+    """Re-run ``record_dir``'s configuration in a fresh root; returns the checks, the tolerance, the kept dir
+    and the re-run's accuracies judged by the noise of a training run (:func:`noise_verdict`).
 
     ``evaluate_only`` copies the record's weights (``model.pt``, with its
     ``train.json`` and ``margins.pt``) instead of training, and re-runs only the
@@ -256,7 +329,8 @@ def reproduce(
                 config, results_root=root, data_root=data_root, device=device, force=True, progress=False
             ).path
         checks = compare_runs(record_dir, rerun_path, tolerance)
-        return checks, tolerance, run_dir(config, root) if keep is not None else None
+        noise = noise_verdict(record_dir, result, json.loads((Path(rerun_path) / "result.json").read_text()))
+        return checks, tolerance, run_dir(config, root) if keep is not None else None, noise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,6 +350,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="re-evaluate the record's own weights instead of training again",
     )
     parser.add_argument(
+        "--record",
+        default=None,
+        metavar="FILE",
+        help="also write the comparison (checks, verdict, both machines) to this JSON file",
+    )
+    parser.add_argument(
         "--tolerance",
         type=float,
         default=None,
@@ -290,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (Path(args.run_dir) / "result.json").is_file()
             else {}
         )
-        checks, tolerance, kept = reproduce(
+        checks, tolerance, kept, noise = reproduce(
             Path(args.run_dir),
             device=args.device,
             data_root=args.data_root,
@@ -315,9 +395,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {status} {check.name}: {check.detail}")
     if kept is not None:
         print(f"re-run kept in {kept}")
+    text, code = verdict(checks, tolerance, noise, evaluate_only=args.evaluate_only)
+    print(text)
+    if args.record:
+        write_comparison(Path(args.record), Path(args.run_dir), record, checks, noise, text, code)
+        print(f"comparison written to {args.record}")
+    return code
+
+
+def write_comparison(
+    file: Path,
+    run_dir: Path,
+    record: dict[str, Any],
+    checks: Sequence[Check],
+    noise: NoiseVerdict,
+    text: str,
+    code: int,
+) -> None:
+    """A committed comparison record: which run, both machines, every check and the verdict."""
+    from dataclasses import asdict
+
+    from imalib.device import environment
+    from imalib.io import write_json
+
+    values = {
+        "run": run_dir.name,
+        "dataset": record.get("dataset"),
+        "label": record.get("label"),
+        "seed": record.get("seed"),
+        "n_test": record.get("n_test"),
+        "eps": record.get("eps"),
+        "recorded_accuracy": record.get("accuracy"),
+        "record_environment": record.get("environment"),
+        "rerun_environment": environment(),
+        "checks": [asdict(c) for c in checks],
+        "noise": asdict(noise),
+        "verdict": text,
+        "exit_code": code,
+    }
+    file.parent.mkdir(parents=True, exist_ok=True)
+    write_json(file, values)
+
+
+def verdict(checks: Sequence[Check], tolerance: float, noise: NoiseVerdict, *, evaluate_only: bool) -> tuple[str, int]:
+    """The printed verdict and the exit status (see the module docstring)."""
     failed = [check for check in checks if check.required and not check.ok]
-    print("reproduced" if not failed else f"NOT reproduced: {len(failed)} of {len(checks)} checks differ")
-    return EXIT_MISMATCH if failed else 0
+    if tolerance > 0:
+        if failed:
+            return f"NOT reproduced: {len(failed)} of {len(checks)} checks differ", EXIT_MISMATCH
+        return f"reproduced within tolerance {tolerance:g}", 0
+    if all(check.ok for check in checks):
+        return "reproduced bit for bit", 0
+    training_differs = not evaluate_only and any(not c.ok for c in checks if c.name in TRAINING_CHECKS)
+    if not training_differs:
+        return (
+            f"NOT reproduced: {len(failed)} of {len(checks)} checks differ although training was the same bit for "
+            "bit, so floating-point drift does not explain them",
+            EXIT_MISMATCH,
+        )
+    if noise.ok:
+        return (
+            f"reproduced within the noise (largest difference {noise.largest:.4f}, {noise.where}; tolerance "
+            f"{noise.tolerance:.4f}, 2 sqrt(2) sigma from {noise.source}): training took other floating-point paths",
+            EXIT_WITHIN_NOISE,
+        )
+    return "NOT reproduced: beyond the noise of a training run: " + "; ".join(noise.beyond), EXIT_MISMATCH
 
 
-__all__ = ["GPU_TOLERANCE", "Check", "compare_runs", "main", "reproduce"]
+__all__ = ["GPU_TOLERANCE", "Check", "NoiseVerdict", "compare_runs", "main", "noise_verdict", "reproduce", "verdict"]

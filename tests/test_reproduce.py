@@ -1,4 +1,6 @@
-"""`imalib reproduce`: a smoke record re-runs bit for bit on the CPU, and a tampered record is caught."""
+"""`imalib reproduce`: its three verdicts on smoke records. A record re-runs bit for bit on the CPU (exit 0); re-run
+with two threads, training takes other floating-point paths and the verdict is "within the noise" (exit 3); a
+tampered record, or accuracies beyond the noise of a training run, are "NOT reproduced" (exit 1)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 
 from imalib.io import load_torch, save_torch
 from imalib.profiles import table_configs
-from imalib.reproduce import compare_masks, main
+from imalib.reproduce import EXIT_WITHIN_NOISE, compare_masks, main, noise_verdict
 from imalib.runs import run_experiment
 
 
@@ -31,7 +33,7 @@ def copy_of(record: Path, tmp_path: Path) -> Path:
 def test_a_smoke_record_reproduces_bit_for_bit(smoke_record: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(smoke_record), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "compared bit for bit" in out and out.strip().endswith("reproduced")
+    assert "compared bit for bit" in out and out.strip().endswith("reproduced bit for bit")
     for name in ("accuracy", "envelope", "robust.pt", "margins.pt", "training log", "model.pt"):
         assert f"ok   {name}:" in out
 
@@ -76,9 +78,46 @@ def test_weights_off_in_their_last_bits_are_a_note_not_a_failure(smoke_record: P
     name = next(iter(weights))
     weights[name].view(-1)[0] = torch.nextafter(weights[name].view(-1)[0], torch.tensor(1e9))
     save_torch(record / "model.pt", weights)
-    assert main([str(record), "--device", "cpu"]) == 0
+    assert main([str(record), "--device", "cpu"]) == EXIT_WITHIN_NOISE
     out = capsys.readouterr().out
-    assert "note model.pt: 1/" in out and name in out and out.strip().endswith("reproduced")
+    assert "note model.pt: 1/" in out and name in out
+    assert out.strip().splitlines()[-1].startswith("reproduced within the noise (largest difference 0.0000")
+
+
+def test_two_threads_change_the_bits_and_the_verdict_is_within_the_noise(
+    smoke_record: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)   # another reduction order in the matrix products: the weights differ in their last bits
+    try:
+        code = main([str(smoke_record), "--device", "cpu"])
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert "note training log" in out or "note model.pt" in out, out
+    assert code == EXIT_WITHIN_NOISE and "reproduced within the noise" in out.strip().splitlines()[-1]
+    assert "2 sqrt(2) sigma from the binomial SE of 64 test samples" in out
+
+
+def test_beyond_the_noise_of_a_training_run_is_not_reproduced(smoke_record: Path, tmp_path: Path) -> None:
+    record = copy_of(smoke_record, tmp_path)
+    old = json.loads((record / "result.json").read_text())
+    new = json.loads(json.dumps(old))
+    new["accuracy"][3] -= 4 / 64                       # within 2 sqrt(2) SE at 64 samples ...
+    assert noise_verdict(record, old, new).ok
+    new["accuracy"][3] -= 16 / 64                      # ... and far beyond it
+    verdict = noise_verdict(record, old, new)
+    assert not verdict.ok and verdict.beyond[0].startswith("accuracy at eps 0.15")
+    # with three seeds of the row beside it, their sd sets the tolerance where it exceeds the binomial SE
+    for seed, shift in ((1, 0.2), (2, -0.2)):
+        sibling = tmp_path / "moons" / f"{record.name}-seed{seed}"
+        shutil.copytree(record, sibling)
+        other = json.loads(json.dumps(old))
+        other["config"]["seed"] = seed
+        other["accuracy"] = [a + shift for a in other["accuracy"]]
+        (sibling / "result.json").write_text(json.dumps(other))
+    verdict = noise_verdict(record, old, new)
+    assert verdict.ok and "the seed sd of 3 seeds of the row" in verdict.source
 
 
 def test_evaluate_only_re_judges_the_record_weights(smoke_record: Path, tmp_path: Path,
