@@ -62,10 +62,10 @@ browser:
 # The tests (smoke runs of every notebook included, JOBS in parallel), then the book from the committed records
 # only (no training, warnings are errors), then the rendered pages in headless Chromium, the links, lint and types.
 test: $(INSTALLED) browser
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rs -n $(JOBS) --durations=15 tests --ignore=tests/test_book_render.py --ignore=tests/test_links.py \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rfEs -n $(JOBS) --durations=15 tests --ignore=tests/test_book_render.py --ignore=tests/test_links.py \
 		--ignore=tests/test_widgets_render.py
 	$(MAKE) notebooks html NOTEBOOK_FLAGS=--no-train
-	IMALIB_REQUIRE_BOOK=1 $(PY) -m pytest -q -rs -p no:cacheprovider tests/test_book_render.py tests/test_links.py \
+	IMALIB_REQUIRE_BOOK=1 $(PY) -m pytest -q -rfEs -p no:cacheprovider tests/test_book_render.py tests/test_links.py \
 		tests/test_widgets_render.py
 	$(MAKE) lint
 

@@ -134,6 +134,7 @@ def evaluate_autoattack(
     batch_size: int = 500,
     progress: bool = False,
     keep_adversarial: bool = False,
+    candidates: Tensor | None = None,
 ) -> AutoAttackResult:
     """Per-sample robustness under AutoAttack at each noise level (eps 0: clean accuracy).
 
@@ -144,6 +145,11 @@ def evaluate_autoattack(
     finds an adversarial example within eps. ``keep_adversarial`` also returns,
     per eps level, the inputs as the attack left them (``x`` where a sample was
     not attacked), in the data's own coordinates.
+
+    ``candidates`` ([eps, images], bool) limits the attack at each level to the
+    images it marks (the cascade: those another attack left robust); an image
+    not marked counts as not robust, so the result is then the worst of that
+    attack and this one per image.
     """
     from pyautoattack import AutoAttack
 
@@ -172,6 +178,13 @@ def evaluate_autoattack(
     low, scale, box = _box(x, clip, eps_max)
     clean = predict(model, x) == y
     robust = clean.unsqueeze(0).repeat(len(eps_list), 1)
+    if candidates is not None:
+        if tuple(candidates.shape) != tuple(robust.shape):
+            raise ValueError(
+                f"candidates has shape {tuple(candidates.shape)}; it must be [eps levels, images] = "
+                f"{tuple(robust.shape)}"
+            )
+        robust &= candidates.to(robust.device).bool()
     targets = min(9, num_classes - 1)
     caught: list[str] = []
     used: tuple[str, ...] = chosen

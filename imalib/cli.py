@@ -7,6 +7,7 @@ Usage (``imalib`` or ``python -m imalib``)::
                  [--output results] [--data-root DIR] [--device cpu] [--quiet]
     imalib evaluate RUN_DIR                      # or the same selection flags as train
     imalib evaluate --attack autoattack [--aa-version standard --n-images 100 --aa-eps 0.1 0.2] RUN_DIR
+    imalib reevaluate RUN_DIR --restore-weights SCRATCH | --large-test 2000 [--with-autoattack] | --white-noise
     imalib report [--output results] [--dataset D] [--norm N]
     imalib sweep --dataset D --norm N --profile P --seeds 0,1,2 --executor {local,slurm,debug} [--dry-run]
     imalib reproduce RUN_DIR                     # re-run a record from scratch and compare
@@ -215,6 +216,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reevaluate(args: argparse.Namespace) -> int:
+    """Evaluations added to a finished run: its weights restored, a larger test subset, the white-noise test."""
+    from imalib import reevaluate
+
+    path = Path(args.run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory {path} does not exist; train it first with 'imalib train'")
+    chosen = [args.restore_weights is not None, args.large_test is not None, args.white_noise]
+    if sum(chosen) != 1:
+        raise ConfigError("reevaluate needs exactly one of --restore-weights SCRATCH, --large-test N, --white-noise")
+    if args.with_autoattack and args.large_test is None:
+        raise ConfigError("--with-autoattack goes with --large-test N")
+    device = _check_device(args.device)
+    if args.restore_weights is not None:
+        note = reevaluate.restore_weights(path, scratch_root=args.restore_weights, data_root=args.data_root,
+                                          device=device)  # fmt: skip
+        print(f"{path}: weights restored ({note['check']})")
+    elif args.large_test is not None:
+        record = reevaluate.add_large_test(
+            path, n_images=args.large_test, autoattack=args.with_autoattack, data_root=args.data_root, device=device,
+            progress=not args.quiet,
+        )  # fmt: skip
+        entry = record.large_test
+        assert entry is not None
+        print(f"{path}: the paper's PGD on {entry.n_images} test images")
+        for k, eps in enumerate(entry.eps):
+            worst = "" if entry.worst_of_both is None else f"  worst of both {entry.worst_of_both[k]:.4f}"
+            print(f"  eps {eps:g}: {entry.accuracy[k]:.4f}{worst}")
+    else:
+        record = reevaluate.add_white_noise(path, data_root=args.data_root, device=device)
+        noise = record.white_noise
+        assert noise is not None
+        print(f"{path}: white noise, {noise.repeats} draws per image, {noise.n_images} images "
+              f"(clean error {noise.clean_error:.4f})")  # fmt: skip
+        for level, error, flip in zip(noise.levels, noise.error_rate, noise.flip_rate, strict=True):
+            print(f"  level {level:g}: error rate {error:.4f}, flip rate {flip:.4f}")
+    return 0
+
+
 def _evaluate_autoattack(path: Path, args: argparse.Namespace) -> int:
     """Add or refresh AutoAttack in a run's record (PGD first if the run was never evaluated); print both."""
     import pandas as pd
@@ -359,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imalib", description="Increasing-Margin Adversarial (IMA) training: train, evaluate, report."
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,report,sweep,reproduce}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,evaluate,reevaluate,report,sweep,reproduce}"
+    )
 
     train = commands.add_parser(
         "train",
@@ -415,6 +457,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    again = commands.add_parser(
+        "reevaluate",
+        help="add to an evaluated run: its weights restored, a larger test subset, or the white-noise test",
+        description="Evaluations added to a finished run, each written as its own entry of result.json; the "
+        "run's own numbers stay as they are.",
+    )
+    again.add_argument("run_dir", help="an evaluated run directory")
+    again.add_argument("--restore-weights", dest="restore_weights", metavar="SCRATCH", default=None,
+                       help="train the run again under SCRATCH and keep its weights if PGD reproduces robust.pt "
+                       "bit for bit")  # fmt: skip
+    again.add_argument(
+        "--large-test",
+        dest="large_test",
+        type=int,
+        metavar="N",
+        default=None,
+        help="the paper's PGD on the first N test images (a superset of the run's own)",
+    )
+    again.add_argument(
+        "--with-autoattack",
+        dest="with_autoattack",
+        action="store_true",
+        help="with --large-test: also AutoAttack on the images PGD left robust (worst of both)",
+    )
+    again.add_argument(
+        "--white-noise",
+        dest="white_noise",
+        action="store_true",
+        help="the paper's white-noise test (Appendix B) at levels 0.05, 0.1, 0.2, 0.3",
+    )
+    again.add_argument("--data-root", dest="data_root", default=None, help="data folder (default: $IMALIB_DATA_ROOT "
+                       "or data/)")  # fmt: skip
+    again.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    again.add_argument("--quiet", action="store_true", help="no progress bars")
+    again.set_defaults(func=cmd_reevaluate)
 
     report = commands.add_parser(
         "report",

@@ -3,6 +3,15 @@
 Notation from the paper: COV(a, b, c, d, e) is Conv2d(a, b, kernel c, stride d,
 padding e); LR leaky ReLU; IN instance normalisation; LN layer normalisation.
 All models take inputs in [0, 1] (no normalisation layer) and return logits.
+
+Where the paper is terse (checked against the authors' codes): "IN" in the CNNs
+is ``InstanceNorm2d`` without learned affine parameters (the paper says only
+"IN"); no model normalises its input, while the authors' COVID-19 network maps
+x to (x - 0.5) / 0.5 in its forward pass (after a bias-free first convolution
+followed by IN this changes only border effects and IN's eps); the authors'
+ResNet uses GroupNorm(C, C), which is the affine InstanceNorm used here; and
+their default ResNet has one logit with a binary loss where this one has two
+logits and cross-entropy (their ``resnet18a2`` variant).
 """
 
 from __future__ import annotations

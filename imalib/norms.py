@@ -80,7 +80,13 @@ def random_in_ball(x: Tensor, eps: Eps, norm: Norm, generator: torch.Generator |
 
     L-inf: each coordinate uniform in [-eps, eps].  L2: a Gaussian direction
     scaled by eps * U^(1/d), which is uniform over the d-dimensional L2 ball
-    and works without an input box (advertorch's L2 start needs one).
+    and works without an input box.  This is not advertorch's L2 start (the
+    paper's evaluator and MMA's PGD): advertorch draws U(clip_min, clip_max) - x
+    and clamps it to the eps-sphere, which on images leans towards brightening
+    dark pixels. So the L2 tables (Fashion-MNIST Table 3, SVHN Table 5) and L2
+    training start PGD from another distribution than the paper's code; the
+    cross-check against advertorch (tests/test_advertorch_crosscheck.py) covers
+    L-inf on Moons only.
     """
     radius = as_column(eps, x)
     if norm == "linf":

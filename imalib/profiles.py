@@ -112,3 +112,33 @@ def table_configs(
     if methods is not None and not configs:
         raise ConfigError(f"none of methods={methods} is a row of the {dataset}/{norm} table")
     return configs
+
+
+def table_labels(dataset: str, norm: str) -> list[str]:
+    """The row labels of the paper's table for (dataset, norm), in the table's order."""
+    if (dataset, norm) not in TABLES:
+        raise ConfigError(f"the paper has no table for dataset={dataset!r} with norm={norm!r}")
+    return [c.label for c in table_configs(dataset, norm, "smoke")]
+
+
+def variant_configs(
+    dataset: str,
+    norm: str,
+    profile: str,
+    rows: list[tuple[str, float]],
+    *,
+    seed: int = 0,
+    data_params: dict[str, Any] | None = None,
+) -> list[RunConfig]:
+    """Rows beyond the paper's table, built like its adv row: ('rand', 0.1) is rand0.1, ('adv', 0.18) adv0.18.
+
+    Every setting but the method and eps is the table's adv row's at ``profile`` (its first adv row: the eps
+    it trains at is replaced).
+    """
+    adv = [c for c in table_configs(dataset, norm, profile, seed=seed, data_params=data_params) if c.method == "adv"]
+    if not adv:
+        raise ConfigError(f"the {dataset}/{norm} table has no adv row to build variants from")
+    for method, eps in rows:
+        if method not in ("adv", "rand") or eps <= 0:
+            raise ConfigError(f"variant ({method!r}, {eps}): use ('adv' or 'rand', eps > 0)")
+    return [adv[0].replace(method=method, eps=float(eps)) for method, eps in rows]

@@ -204,6 +204,136 @@ class AutoAttackEntry:
 
 
 @dataclass(frozen=True)
+class LargeTestEntry:
+    """The paper's PGD on a larger test subset than the profile's, kept apart so the profile's numbers stay
+    comparable.
+
+    ``n_images`` test images: the first ``n_images`` of the test set's fixed permutation (kept in file order),
+    so the profile's own test images are among them. ``accuracy`` is the paper's PGD (100 steps, both losses)
+    at each ``eps``;
+    ``worst_of_both`` the worst of PGD and AutoAttack per image where AutoAttack was run on them (None: not yet;
+    ``autoattack`` then holds its settings and seconds). ``weights`` says how the weights evaluated were
+    shown to be the record's (image weights are not committed and may have been retrained).
+    """
+
+    n_images: int
+    eps: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    seconds: float
+    weights: str
+    environment: Mapping[str, Any]
+    worst_of_both: tuple[float, ...] | None = None
+    autoattack: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.accuracy) != len(self.eps) or (
+            self.worst_of_both is not None and len(self.worst_of_both) != len(self.eps)
+        ):
+            raise ConfigError("large_test entry: eps, accuracy and worst_of_both differ in length; evaluate it again")
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any], where: str = "large_test") -> LargeTestEntry:
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"{where} is not a large-test entry; run 'imalib reevaluate --large-test N RUN_DIR' again"
+            )
+        rest = dict(values)
+        n_images = _take(rest, "n_images", int, where)
+        eps = tuple(_take(rest, "eps", list, where))
+        accuracy = tuple(_take(rest, "accuracy", list, where))
+        seconds = _take(rest, "seconds", (int, float), where)
+        weights = _take(rest, "weights", str, where)
+        environment = _take(rest, "environment", dict, where)
+        worst = _take(rest, "worst_of_both", list, where) if "worst_of_both" in rest else None
+        autoattack = _take(rest, "autoattack", dict, where) if "autoattack" in rest else None
+        _no_extra(rest, where)
+        return cls(
+            n_images,
+            eps,
+            accuracy,
+            seconds,
+            weights,
+            environment,
+            None if worst is None else tuple(worst),
+            autoattack,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "n_images": self.n_images,
+            "eps": list(self.eps),
+            "accuracy": list(self.accuracy),
+            "seconds": self.seconds,
+            "weights": self.weights,
+            "environment": dict(self.environment),
+        }
+        if self.worst_of_both is not None:
+            out["worst_of_both"] = list(self.worst_of_both)
+        if self.autoattack is not None:
+            out["autoattack"] = dict(self.autoattack)
+        return out
+
+
+@dataclass(frozen=True)
+class WhiteNoiseEntry:
+    """The paper's white-noise test (its Appendix B) on a run's test images.
+
+    Every test image gets ``repeats`` draws of uniform noise in [-level, level] per input element at each of
+    ``levels``. ``error_rate`` is the share of all noisy draws the model misclassifies (the clean errors
+    included, as the paper's count reads); ``flip_rate`` the share of the draws of clean-correct images that
+    the noise turns wrong (what the noise itself does).
+    """
+
+    levels: tuple[float, ...]
+    error_rate: tuple[float, ...]
+    flip_rate: tuple[float, ...]
+    clean_error: float
+    repeats: int
+    n_images: int
+    seed: int
+    seconds: float
+    weights: str
+
+    def __post_init__(self) -> None:
+        if not len(self.levels) == len(self.error_rate) == len(self.flip_rate):
+            raise ConfigError("white_noise entry: levels, error_rate and flip_rate differ in length; measure again")
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any], where: str = "white_noise") -> WhiteNoiseEntry:
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"{where} is not a white-noise entry; run 'imalib reevaluate --white-noise RUN_DIR' again"
+            )
+        rest = dict(values)
+        out = cls(
+            levels=tuple(_take(rest, "levels", list, where)),
+            error_rate=tuple(_take(rest, "error_rate", list, where)),
+            flip_rate=tuple(_take(rest, "flip_rate", list, where)),
+            clean_error=_take(rest, "clean_error", (int, float), where),
+            repeats=_take(rest, "repeats", int, where),
+            n_images=_take(rest, "n_images", int, where),
+            seed=_take(rest, "seed", int, where),
+            seconds=_take(rest, "seconds", (int, float), where),
+            weights=_take(rest, "weights", str, where),
+        )
+        _no_extra(rest, where)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "levels": list(self.levels),
+            "error_rate": list(self.error_rate),
+            "flip_rate": list(self.flip_rate),
+            "clean_error": self.clean_error,
+            "repeats": self.repeats,
+            "n_images": self.n_images,
+            "seed": self.seed,
+            "seconds": self.seconds,
+            "weights": self.weights,
+        }
+
+
+@dataclass(frozen=True)
 class ResultRecord:
     """Every field of one run's ``result.json``.
 
@@ -240,6 +370,8 @@ class ResultRecord:
     device: str | None = None
     autoattack: AutoAttackEntry | None = None
     autoattack_standard: AutoAttackEntry | None = None
+    large_test: LargeTestEntry | None = None
+    white_noise: WhiteNoiseEntry | None = None
 
     def __post_init__(self) -> None:
         n = len(self.eps)
@@ -291,6 +423,16 @@ class ResultRecord:
             AutoAttackEntry.from_json(_take(rest, name, dict, where), f"{where} {name}") if name in rest else None
             for name in ("autoattack", "autoattack_standard")
         )
+        large_test = (
+            LargeTestEntry.from_json(_take(rest, "large_test", dict, where), f"{where} large_test")
+            if "large_test" in rest
+            else None
+        )
+        white_noise = (
+            WhiteNoiseEntry.from_json(_take(rest, "white_noise", dict, where), f"{where} white_noise")
+            if "white_noise" in rest
+            else None
+        )
         _no_extra(rest, where)
         return cls(
             **text,
@@ -305,6 +447,8 @@ class ResultRecord:
             device=device,
             autoattack=autoattack,
             autoattack_standard=autoattack_standard,
+            large_test=large_test,
+            white_noise=white_noise,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -339,6 +483,10 @@ class ResultRecord:
         for name, entry in (("autoattack", self.autoattack), ("autoattack_standard", self.autoattack_standard)):
             if entry is not None:
                 out[name] = entry.to_json()
+        if self.large_test is not None:
+            out["large_test"] = self.large_test.to_json()
+        if self.white_noise is not None:
+            out["white_noise"] = self.white_noise.to_json()
         return out
 
 
@@ -376,8 +524,10 @@ __all__ = [
     "AutoAttackEntry",
     "Environment",
     "EpochLog",
+    "LargeTestEntry",
     "MarginSummary",
     "ResultRecord",
     "collect",
     "read_record",
+    "WhiteNoiseEntry",
 ]

@@ -87,18 +87,24 @@ def test_papermill_runs_a_converted_chapter_with_a_parameter(tmp_path):
 def test_method_and_equilibrium(tmp_path):
     values = run("method", tmp_path)
     assert "bpgd_figure" in values and float(values["bpgd_found_share"]) > 0
-    values = run("equilibrium", tmp_path)
+    values = run("equilibrium", tmp_path, seeds=[0])
     assert abs(float(values["eq_best_same"])) < 0.02
     assert float(values["eq_min_gap"]) >= 0
+    assert "median imbalance" in values["eq_trained_table"] and int(values["eq_trained_rank"]) in range(1, 6)
 
 
 def test_moons_smoke(tmp_path):
     values = run("moons", tmp_path, seeds=[0], noise_levels=[0.1])
     assert "m_table_side" in values and "m_exact_table" in values and "m_calib" in values
+    assert all(label in values["moons_rand"] for label in ("rand0.1", "rand0.3", "ce", "adv0.3"))
     for label in ("ima", "mma", "trades", "adv0.3", "ce"):
         assert label in values["m_table_ours"]
     result_files = list((tmp_path / "results" / "moons").glob("*/result.json"))
-    assert len(result_files) == 7  # five methods + IMA in fused mode + IMA with the code's margin step
+    labels = sorted(json.loads(f.read_text())["label"] for f in result_files)
+    # five methods + IMA in fused mode + IMA with the code's margin step (noise 0.1); the rand section's three
+    # rand rows, ce and adv0.3 (noise 0.05)
+    assert len(result_files) == 12 and [label for label in labels if label.startswith("rand")] == [
+        "rand0.1", "rand0.2", "rand0.3"]
     record = json.loads(result_files[0].read_text())
     assert record["profile"] == "smoke" and len(record["accuracy"]) == 7
     # with train_missing=False the same notebook only reports, and says nothing is missing

@@ -30,7 +30,13 @@ def ddn(
     cosine-decayed step (1 to 0.01), then rescales delta to a norm rho that
     shrinks by (1 - gamma) while the sample is adversarial and grows by
     (1 + gamma) while it is not. The best (smallest) adversarial delta seen is
-    returned, as in the reference implementations.
+    returned, as in the reference implementations. Three details differ from
+    them: rho is not capped at the norm of the best adversarial delta found
+    (fast_adversarial caps it; advertorch does not), the best norm starts at
+    infinity rather than at a worst-case norm, and the final iterate is checked
+    too, which can only make the attack stronger. Measured against advertorch's
+    DDNL2Attack on the Fashion-MNIST CNN (64 images), both succeed on every
+    image, with median L2 norms within 5 % at 20 steps and 0.4 % at 100.
 
     Args:
         quantize_levels: round x + delta to this many grey levels (8-bit images:

@@ -4,15 +4,19 @@ The paper argues that when noisy samples of classes i and j lie on the
 boundary B_ij with the same spatial distribution, the expected cross-entropy
 of those samples, E = E[-log P_i(X_n)] + E[-log P_j(X_n)] (eq. 7-8), is smallest
 when P_i = P_j on them, i.e. when the boundary passes through them. These
-functions set that up in one dimension, where it can be computed exactly.
+functions set that up in one dimension, where it can be computed exactly;
+:func:`halfway_ratios` measures the equilibrium's prediction on trained Moons models.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.special import expit, log_expit
+from torch import Tensor, nn
 
 SCALE = 10.0  # the fixed slope of the 1-D model in checks 1-4 (check 5 frees it)
 
@@ -167,3 +171,110 @@ def three_class_table(thirds: dict[float, dict[str, float]]) -> Any:
         ]
     )
     return frame.set_index("third logit")
+
+
+# ------------------------------------------------------------------------------- on trained Moons models
+BALANCE_SAMPLES = 20000  # the training points (already in random order) searched for colliding pairs
+
+
+def _rounded(values: Tensor) -> list[float]:
+    """Four decimals: the exact distances are good to their resolution (1e-3), and the cache stays small."""
+    return [round(float(v), 4) for v in values]
+
+
+def nearest_other_class(x: Tensor, y: Tensor, chunk: int = 2000) -> tuple[Tensor, Tensor]:
+    """Per point, the L-inf distance to its nearest point of another class and that point's index."""
+    pool = x.double().flatten(1)
+    gaps, index = [], []
+    for start in range(0, len(pool), chunk):
+        block = torch.cdist(pool[start : start + chunk], pool, p=float("inf"))
+        block[y[start : start + chunk].unsqueeze(1) == y.unsqueeze(0)] = float("inf")
+        value, where = block.min(dim=1)
+        gaps.append(value)
+        index.append(where)
+    return torch.cat(gaps), torch.cat(index)
+
+
+def halfway_ratios(
+    model: nn.Module,
+    pool_x: Tensor,
+    pool_y: Tensor,
+    *,
+    n_points: int,
+    eps_max: float,
+    resolution: float = 1e-3,
+    mutual: bool = False,
+) -> dict[str, Any]:
+    """What the equilibrium of section 2.3 predicts for two colliding samples, measured on a trained model.
+
+    Pairs: each of the first ``n_points`` points x of the pool and its nearest point x' of the other class
+    (L-inf), kept when both are classified correctly and the half gap h = |x - x'|_inf / 2 is below
+    ``eps_max`` (their balls collide within IMA's cap); ``mutual=True`` keeps only pairs where x is also the
+    nearest other-class point of x', so that neither was picked for intruding on the other's side.
+    At the equilibrium the boundary passes halfway and both margins reach it: the exact distances d, d' to
+    the boundary give usage u = (d + d') / 2h = 1 (u is at most 1) and imbalance |d - d'| / (d + d') = 0.
+    Returns the pair, u and the imbalance and h per pair. Without ``mutual`` the partner is often a point
+    near the boundary of x's side, which raises every model's imbalance: compare models, not with 0.
+    """
+    from imalib.evaluate import predict
+    from imalib.exact import exact_linf_distance
+
+    gap, nearest = nearest_other_class(pool_x, pool_y)
+    first = torch.arange(min(n_points, len(pool_x)))
+    partner = nearest[first]
+    correct = predict(model, pool_x) == pool_y
+    keep = correct[first] & correct[partner] & (gap[first] / 2 < eps_max)
+    if mutual:
+        keep &= (nearest[partner] == first) & (first < partner)  # each mutual pair once
+    a, b, half = first[keep], partner[keep], gap[first][keep] / 2
+    if a.numel() == 0:
+        d = torch.zeros(0, 2, dtype=torch.float64)
+    else:
+        both = torch.cat([a, b])
+        cap = float(2 * half.max()) + resolution
+        d = exact_linf_distance(model, pool_x[both], pool_y[both], max_radius=cap, resolution=resolution)
+        d = d.view(2, -1).T
+    total = d.sum(dim=1)
+    return {
+        "pair": torch.stack([a, b], dim=1).tolist() if a.numel() else [],
+        "usage": _rounded(total / (2 * half)),
+        "imbalance": _rounded((d[:, 0] - d[:, 1]).abs() / total.clamp_min(1e-12)),
+        "half_gap": _rounded(half),
+        "points": int(len(first)),
+        "pairs": int(keep.sum()),
+        "resolution": resolution,
+        "eps_max": eps_max,
+    }
+
+
+def balance_summary(analyses: Mapping[tuple[str, int], Mapping[str, Any]]) -> Any:
+    """Per label (in the order given), from :func:`halfway_ratios` per (label, seed): the medians of usage and
+    imbalance over the pairs that every label of the same seed classifies correctly (the same pairs for
+    every model, so no model is judged on easier pairs), pooled over seeds; the pairs and the range of the
+    per-seed medians of imbalance."""
+    import pandas as pd
+
+    seeds = sorted({seed for _, seed in analyses})
+    labels = list(dict.fromkeys(label for label, _ in analyses))
+    rows = []
+    for seed in seeds:
+        mine = {label: analyses[(label, seed)] for label in labels if (label, seed) in analyses}
+        common = set.intersection(*(set(map(tuple, a["pair"])) for a in mine.values()))
+        for label, a in mine.items():
+            for pair, usage, imbalance in zip(a["pair"], a["usage"], a["imbalance"], strict=True):
+                if tuple(pair) in common:
+                    rows.append({"label": label, "seed": seed, "usage": usage, "imbalance": imbalance})
+    frame = pd.DataFrame(rows, columns=["label", "seed", "usage", "imbalance"])
+    out = []
+    for label in labels:
+        group = frame[frame["label"] == label]
+        per_seed = group.groupby("seed")["imbalance"].median()
+        out.append({
+            "label": label,
+            "median usage": float(group["usage"].median()),
+            "median imbalance": float(group["imbalance"].median()),
+            "pairs": len(group),
+            "seeds": int(group["seed"].nunique()),
+            "seed medians of imbalance": f"{per_seed.min():.2f}–{per_seed.max():.2f}" if len(per_seed) else "n/a",
+        })  # fmt: skip
+    return pd.DataFrame(out).set_index("label")

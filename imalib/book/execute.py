@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+KERNEL_START_TIMEOUT = 300  # seconds
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("verdict", "method", "equilibrium", "moons", "fashion_mnist", "svhn", "covid", "reproducing")
 # The chapters that train and evaluate runs, and so take a ``device`` parameter.
@@ -93,6 +94,9 @@ def execute(
             cwd=str(cwd),
             kernel_name="python3",
             progress_bar=False,
+            # nbclient's default of 60 s for a kernel to start is short on a loaded 2-core machine (a kernel
+            # imports torch while other test workers train); a kernel that never starts still fails, later
+            start_timeout=KERNEL_START_TIMEOUT,
         )
         hide_injected(Path(tmp))
         os.replace(tmp, target)

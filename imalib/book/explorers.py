@@ -822,7 +822,7 @@ class ImageExplorer(_Explorer):
                     steps=steps,
                     step_size=grid[live] / 10,
                     clip=(0.0, 1.0),
-                    generator=torch.Generator().manual_seed(0),
+                    generator=torch.Generator(device=xs.device).manual_seed(0),
                 )
             self._attacks[key] = (grid, adv)
         return self._attacks[key]

@@ -44,6 +44,7 @@ from imalib.runs import Run
 
 RESTARTS = 10  # per loss: 10 cross-entropy + 10 margin-loss PGD runs, 20 attacks in all
 CALIBRATION_SAMPLES = 2000
+EQUILIBRIUM_EPS_MAX = 0.3  # IMA's cap in Table 1: the balls of two samples collide within it
 RESOLUTION = 1e-3
 ORDER = list(paper_table("moons", "linf").labels)  # ima, mma, trades, adv0.3, ce
 
@@ -152,7 +153,7 @@ def margin_calibration(
                 norm="linf",
                 clip=None,
                 rand_init=rand_init,
-                generator=torch.Generator().manual_seed(seed),
+                generator=torch.Generator(device=x.device).manual_seed(seed),
             )
             out[name] = {"found": result.found.tolist(), "distance": result.distance.tolist()}
     return out
@@ -175,7 +176,15 @@ def _compute(run: Run, name: str) -> dict[str, Any]:
         )
     if name == AUTOATTACK:
         return autoattack_analysis(run)
-    raise ValueError(f"unknown analysis {name!r}: use exact, pgd-restarts{RESTARTS}, calibration or autoattack")
+    if name == "halfway":
+        from imalib.book.equilibrium import BALANCE_SAMPLES, halfway_ratios
+
+        train = splits_of(run).train
+        return halfway_ratios(run.model, train.inputs(), train.y, n_points=BALANCE_SAMPLES,
+                              eps_max=EQUILIBRIUM_EPS_MAX)  # fmt: skip
+    raise ValueError(
+        f"unknown analysis {name!r}: use exact, pgd-restarts{RESTARTS}, calibration, autoattack or halfway"
+    )
 
 
 def cached_analysis(run: Run, name: str) -> dict[str, Any]:
@@ -600,7 +609,8 @@ def bpgd_example(run: Run, eps: float, profile: str) -> Glue:
 
     test = splits_of(run).test
     x, y = test.inputs(), test.y
-    result = bpgd(run.model, x, y, eps, norm="linf", clip=None, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    result = bpgd(run.model, x, y, eps, norm="linf", clip=None, generator=generator)
     correct = run.model(x).argmax(1) == y
     candidates = (result.found & correct).nonzero().squeeze(1)
     pick = int(candidates[len(candidates) // 2])

@@ -231,7 +231,7 @@ def plot_noisy_examples(
                     steps=steps,
                     step_size=eps / 10,
                     clip=clip,
-                    generator=torch.Generator().manual_seed(seed),
+                    generator=torch.Generator(device=x.device).manual_seed(seed),
                 )
             else:
                 image = x
@@ -273,7 +273,7 @@ def pgd_path(
             loss=loss,
             clip=None,
             rand_init=rand_init,
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator(device=x.device).manual_seed(seed),
         )[0]
         for k in range(steps + 1)
     ]

@@ -7,9 +7,18 @@ evaluated point is a real input, so a misclassified one is an exact witness of
 "not robust"; a cell is certified to hold one class by an affine-arithmetic
 bound on the logit differences (:mod:`imalib.exact.affine`), so "robust" is
 proved, not estimated. A misclassified region that contains a closed square of
-side ``resolution`` (h, default 1e-3) is always found; a thinner sliver can
-only leave a verdict flagged not certified, never wrongly certified. Models the
-bound does not support fall back to a first-order (gradient) estimate.
+side ``resolution`` (h, default 1e-3) is found, with one exception: the
+refinement never splits a cell once it is certified, for any class, so a cell
+certified for a wrong class that overlaps the eps-square with none of its probe
+points inside it yields no witness. Such a verdict, like one near a sliver
+thinner than h, comes out robust but *not certified* (the lower count of
+:func:`exact_linf_robust` treats wrong-class certified cells as breaks), never
+wrongly certified. ``ExactResult.accuracy`` counts the uncertified verdicts as
+robust, so it is an upper bound by at most ``undecided / N``; the Moons chapter
+prints the undecided total. (Checked on the committed Moons runs: every
+undecided verdict there is a near-tie a few 1e-6 outside eps, none the case
+above.) Models the bound does not support fall back to a first-order
+(gradient) estimate.
 
 The full specification (the four steps, the guarantee and its proof sketch,
 the fallback and the distance bounds) is in the book's Method chapter
@@ -113,7 +122,8 @@ def exact_linf_robust(
         y: labels (N,).
         eps_list: noise levels eps (e.g. 0, 0.05, ..., 0.3).
         resolution: the finest cell side h; see the module docstring for what
-            it guarantees (regions containing an h-square are always found).
+            it guarantees (regions containing an h-square are found unless a
+            wrong-class certified cell hides them: then not certified).
         certify: "affine" (a proof; needs a Linear/ReLU/LeakyReLU/LayerNorm
             Sequential), "gradient" (first-order estimate) or "auto".
         deepen: extra quadtree generations (down to h / 2**deepen) spent only

@@ -25,9 +25,11 @@ Certify = Literal["auto", "affine", "gradient"]
 
 DEFAULT_RESOLUTION: float = 1e-3
 """Default finest cell side h (input units).  A misclassified region inside an
-eps-square is always found when it contains a closed axis-aligned square of
-side h; the thinnest sliver that can be missed has inscribed L-inf radius below
-h / 2, and (with certify="affine") it leaves the verdict flagged not certified."""
+eps-square is found when it contains a closed axis-aligned square of side h and
+no cell certified for a wrong class (certified cells are never split) covers it
+without a probe point inside the square; the thinnest sliver that can be missed
+has inscribed L-inf radius below h / 2. Either miss (with certify="affine")
+leaves the verdict flagged not certified, never wrongly certified."""
 
 TOP_CELL: float = 0.1
 """Target side of the top quadtree cells; the actual side is h * 2**L, the

@@ -25,7 +25,11 @@ class Trades(StatelessMethod):
     The KL attack uses the 20-PGD budget (steps 20, eta = 4 * eps / 20), as the
     paper set it for a fair comparison. The paper does not state beta; our
     default 6.0 is the value TRADES' authors recommend for CIFAR-10 (they use
-    1.0 for MNIST). The KL target f(x) is not detached, as in TRADES' code.
+    1.0 for MNIST). The IMA authors' own TRADES port calls its loss with
+    beta = 0.5 (classification/core/RobustDNN_TRADES.py in their repository),
+    which weighs robustness far less; beta moves TRADES' trade-off between clean
+    and robust accuracy strongly, so the TRADES rows here are not necessarily the
+    paper's. The KL target f(x) is not detached, as in TRADES' code.
     """
 
     eps: float
