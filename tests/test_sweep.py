@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -118,7 +119,13 @@ def test_a_job_killed_mid_run_resumes_from_its_checkpoint(tmp_path: Path) -> Non
     run = Path(job.describe().split(" -> ")[1])
     executor = submitit.LocalExecutor(folder=tmp_path / "logs" / "%j")
     executor.update_parameters(timeout_min=10)
-    handle = executor.submit(job)
+    # submitit's cancel sends SIGINT. A shell's background job (`make test &`, nohup) starts with SIGINT ignored;
+    # the job would inherit that and run to the end. A handler here resets to the default across exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        handle = executor.submit(job)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 240
     while not (run / "checkpoint.pt").exists():
         assert time.monotonic() < deadline and not handle.done(), "the job never wrote a checkpoint"
