@@ -457,7 +457,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
-    evaluate.set_defaults(func=cmd_evaluate)
 
     again = commands.add_parser(
         "reevaluate",

@@ -194,18 +194,7 @@ def moons_rand_rows(
     where = {"train_missing": False, **train}
     runs, _ = available(configs, results_root=results_root, **where)
     table, _ = moons.table_runs(profile, seeds, ["ce", "adv0.3"], noise, results_root=results_root, **where)
-    rows = []
-    for run in [*runs, *table]:
-        exact = moons.cached_analysis(run, "exact")
-        rows.append(
-            {
-                "label": run.config.label,
-                "seed": run.config.seed,
-                "pgd": run.record.accuracy_at(eps),
-                "exact": dict(zip(exact["eps"], exact["accuracy"], strict=True))[eps],
-            }
-        )
-    frame = pd.DataFrame(rows)
+    frame = moons.pgd_exact_rows([*runs, *table], eps)
     order = [*rand_labels(), "ce", "adv0.3"]
     out = frame.groupby("label").agg(
         pgd=("pgd", "mean"), pgd_sd=("pgd", "std"), exact=("exact", "mean"), exact_sd=("exact", "std"),

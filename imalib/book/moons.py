@@ -193,6 +193,22 @@ def cached_analysis(run: Run, name: str) -> dict[str, Any]:
     return RunCache(run.path).get(name, lambda: _compute(run, name))
 
 
+def pgd_exact_rows(runs: Sequence[Run], eps: float) -> pd.DataFrame:
+    """One row per run: its label, seed, the paper's PGD accuracy and the exact accuracy at ``eps``."""
+    rows = []
+    for run in runs:
+        exact = cached_analysis(run, "exact")
+        rows.append(
+            {
+                "label": run.config.label,
+                "seed": run.config.seed,
+                "pgd": run.record.accuracy_at(eps),
+                "exact": dict(zip(exact["eps"], exact["accuracy"], strict=True))[eps],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- pure functions of records
 def witness_offsets(exact: dict[str, Any]) -> torch.Tensor:
     """Per test point, the L-inf offset of the nearest misclassified point the exact search found (inf: none)."""

@@ -41,18 +41,7 @@ def moons_verdict(
     sweep, _ = moons.sweep_runs("cpu", seeds, None, noise_levels, results_root=results_root, train_missing=False)
     inferred, _ = moons.noise_inference(sweep, seeds)
     runs = [r for r in sweep if moons.noise_of(r) == inferred.best]
-    rows = []
-    for run in runs:
-        exact = moons.cached_analysis(run, "exact")
-        rows.append(
-            {
-                "label": run.config.label,
-                "seed": run.config.seed,
-                "pgd": run.record.accuracy_at(eps),
-                "exact": dict(zip(exact["eps"], exact["accuracy"], strict=False))[eps],
-            }
-        )
-    frame = pd.DataFrame(rows)
+    frame = moons.pgd_exact_rows(runs, eps)
     grouped = frame.groupby("label")
     return MoonsVerdict(
         inferred.best,
