@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import importlib.metadata
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,8 @@ def trained_run(config: Any) -> Path:
     committed = run_dir(config, RUNS)
     if (committed / "model.pt").exists():
         return committed
+    if (run_dir(config, TRAINED) / "train.json").exists():
+        return run_dir(config, TRAINED)
     print(f"no trained weights for {config.label} ({config.dataset}, {config.profile}) under {RUNS}: "
           f"training them into {TRAINED} first (kept for later benchmark runs)")
     return train_run(config, results_root=TRAINED, progress=True)
@@ -56,13 +61,39 @@ def interleaved_seconds(works: dict[str, Callable[[], Any]], repeats: int = 3) -
     return times
 
 
+def code_version() -> dict[str, Any]:
+    """The commit the benchmark ran on (and whether the working tree had changes), and the versions of the
+    packages the benchmarks compare against."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    versions: dict[str, Any] = {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(status) if status
+                                is not None else None}
+    for package in ("imalib", "pyautoattack", "advertorch", "submitit"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
 def record(name: str, summary: str, target: str, data: dict[str, Any]) -> None:
     """Print the summary and write the record (with the command that produced it) to results/<name>.json."""
     RESULTS.mkdir(exist_ok=True)
+    script = Path(sys.argv[0]).resolve()
     payload = {"name": name, "summary": summary, "target": target, "data": data,
-               "command": "python " + " ".join(Path(sys.argv[0]).parts[-2:] + tuple(sys.argv[1:])),
+               "command": " ".join(["python", f"benchmarks/{script.name}", *sys.argv[1:]]),
+               "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "machine": {"processor": platform.machine(), "threads": torch.get_num_threads(),
                            "torch": torch.__version__},
-               "environment": environment()}  # CPU model and capability, library versions, kernel settings
+               "environment": environment(),  # CPU model and capability, library versions, kernel settings
+               "code": code_version()}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     print(summary)

@@ -14,6 +14,11 @@ What it adds is what the package leaves to its caller:
 - one restart per APGD attack in the custom version (the package's default of
   five is meant for its ``standard`` version) and a seed per noise level, with
   the global random stream saved and restored around each call;
+- APGD's random start drawn per image (``per_image_starts``): the package draws
+  one tensor for the whole batch it attacks, so an image's start depends on
+  which other images share its batch; seeded by the image's own bytes, an
+  image gets the same start whether AutoAttack attacks the whole test set or
+  only the images PGD left robust (the cascade);
 - the per-sample outcome at every noise level as a ``RobustnessResult``, the
   type the paper's protocol returns, so the two can be combined per image
   (``worst_case``), and the package's own pre-flight warnings kept.
@@ -21,6 +26,7 @@ What it adds is what the package leaves to its caller:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import time
@@ -61,6 +67,7 @@ class AutoAttackSettings:
     package: str
     box: str
     warnings: tuple[str, ...] = field(default=())
+    starts: str = "per-image"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -74,17 +81,22 @@ class AutoAttackSettings:
             "package": self.package,
             "box": self.box,
             "warnings": list(self.warnings),
+            "starts": self.starts,
         }
 
 
 @dataclass(frozen=True)
 class AutoAttackResult:
-    """The per-sample outcome, what was run, and the wall time of each eps level (0 for eps 0)."""
+    """The per-sample outcome, what was run, the wall time and the number of images attacked per eps level.
+
+    Both are 0 for eps 0, where no attack runs.
+    """
 
     robustness: RobustnessResult
     settings: AutoAttackSettings
     level_seconds: tuple[float, ...] = ()
     adversarial: tuple[Tensor | None, ...] = ()  # per eps level, with keep_adversarial: the attacked inputs
+    attacked: tuple[int, ...] = ()
 
 
 class _UnitBox(nn.Module):
@@ -104,6 +116,48 @@ class _UnitBox(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         return self.model(self.low + self.scale * u)
+
+
+def _image_noise(x: Tensor, norm: str, seed: int, draws: dict[bytes, int]) -> Tensor:
+    """APGD's start direction for each image of ``x``, from a generator seeded by the image's bytes and ``seed``.
+
+    ``draws`` counts the directions already drawn per image (APGD-T draws one per target class), so the
+    k-th start of an image is the same in any batch. Uniform in [-1, 1] per pixel for L-inf, Gaussian for
+    L2: the package's own distributions, which its ``normalize`` then scales onto the eps-sphere.
+    """
+    rows = []
+    flat = x.detach().cpu().contiguous()
+    for image in flat:
+        key = hashlib.blake2b(image.numpy().tobytes(), digest_size=16, key=seed.to_bytes(8, "little")).digest()
+        count = draws.get(key, 0)
+        draws[key] = count + 1
+        code = hashlib.blake2b(key + count.to_bytes(4, "little"), digest_size=8).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(code, "little") & (2**63 - 1))
+        if norm == "Linf":
+            rows.append(2 * torch.rand(image.shape, generator=generator, dtype=image.dtype) - 1)
+        else:
+            rows.append(torch.randn(image.shape, generator=generator, dtype=image.dtype))
+    return torch.stack(rows).to(x.device)
+
+
+def _seed_per_image(attack: object, seed: int) -> None:
+    """Make ``attack`` (one of the package's APGD attacks) start every image from :func:`_image_noise`.
+
+    The package's ``attack_single_run`` takes an explicit start ``x_init``; the wrapper passes one built
+    exactly as the package builds its own (x + eps * normalize(t), then the package's clamp to the box).
+    """
+    original = attack.attack_single_run  # type: ignore[attr-defined]
+    draws: dict[bytes, int] = {}
+
+    def seeded(x: Tensor, y: Tensor, x_init: Tensor | None = None) -> object:
+        if x_init is None:
+            if x.dim() < attack.ndims:  # type: ignore[attr-defined]  # the package's own single-image case
+                x, y = x.unsqueeze(0), y.unsqueeze(0)
+            t = _image_noise(x, attack.norm, seed, draws)  # type: ignore[attr-defined]
+            x_init = x + attack.eps * attack.normalize(t)  # type: ignore[attr-defined]
+        return original(x, y, x_init=x_init)
+
+    attack.attack_single_run = seeded  # type: ignore[attr-defined]
 
 
 def _box(x: Tensor, clip: Clip, eps_max: float) -> tuple[float, float, str]:
@@ -135,6 +189,7 @@ def evaluate_autoattack(
     progress: bool = False,
     keep_adversarial: bool = False,
     candidates: Tensor | None = None,
+    per_image_starts: bool = True,
 ) -> AutoAttackResult:
     """Per-sample robustness under AutoAttack at each noise level (eps 0: clean accuracy).
 
@@ -150,6 +205,13 @@ def evaluate_autoattack(
     images it marks (the cascade: those another attack left robust); an image
     not marked counts as not robust, so the result is then the worst of that
     attack and this one per image.
+
+    ``per_image_starts`` (default) draws APGD's random start per image from
+    the image itself (see :func:`_image_noise`), so that the outcome of an
+    image does not depend on the other images attacked with it; False keeps
+    the package's draw for the whole batch (the records written before this
+    option). FAB with one restart starts without noise; the standard
+    version's Square attack keeps the package's own random stream.
     """
     from pyautoattack import AutoAttack
 
@@ -194,6 +256,7 @@ def evaluate_autoattack(
     levels = [(k, float(e)) for k, e in enumerate(eps_list) if e > 0]
     bar = None
     level_seconds = [0.0] * len(eps_list)
+    attacked = [0] * len(eps_list)
     adversarial: list[Tensor | None] = [None] * len(eps_list)
     if progress:
         from tqdm.auto import tqdm
@@ -210,6 +273,7 @@ def evaluate_autoattack(
                     f"on {int(robust[k].sum())} images"
                 )
             alive = robust[k].nonzero().squeeze(1)
+            attacked[k] = int(alive.numel())
             if alive.numel() == 0:
                 if bar is not None:
                     bar.update(1)
@@ -229,6 +293,9 @@ def evaluate_autoattack(
                 adversary.fab.n_restarts = restarts
                 adversary.apgd_targeted.n_target_classes = targets
                 adversary.fab.n_target_classes = targets
+            if per_image_starts:
+                _seed_per_image(adversary.apgd, seed + k)
+                _seed_per_image(adversary.apgd_targeted, seed + k)
             used = tuple(adversary.attacks_to_run)
             u = (x[alive] - low) / scale
             adversary_inputs, y_adv = adversary.run_standard_evaluation(u, y[alive], batch_size=batch_size)
@@ -254,6 +321,7 @@ def evaluate_autoattack(
         package=f"pyautoattack {importlib.metadata.version('pyautoattack')}",
         box=box,
         warnings=tuple(caught),
+        starts="per-image" if per_image_starts else "package (one draw per batch)",
     )
     result = RobustnessResult(
         eps=tuple(float(e) for e in eps_list), robust=robust.cpu(), norm=norm, seconds=time.perf_counter() - began
@@ -263,6 +331,7 @@ def evaluate_autoattack(
         settings=settings,
         level_seconds=tuple(level_seconds),
         adversarial=tuple(adversarial) if keep_adversarial else (),
+        attacked=tuple(attacked),
     )
 
 

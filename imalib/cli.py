@@ -6,7 +6,7 @@ Usage (``imalib`` or ``python -m imalib``)::
                  [--epochs N] [--batch-size N] [--n-train N] [--n-test N] [--param KEY=VALUE ...]
                  [--output results] [--data-root DIR] [--device cpu] [--quiet]
     imalib evaluate RUN_DIR                      # or the same selection flags as train
-    imalib evaluate --attack autoattack [--aa-version standard --n-images 100 --aa-eps 0.1 0.2] RUN_DIR
+    imalib evaluate --attack autoattack [--aa-full | --aa-version standard --n-images 100 --aa-eps 0.1 0.2] RUN_DIR
     imalib reevaluate RUN_DIR --restore-weights SCRATCH | --large-test 2000 [--with-autoattack] | --white-noise
     imalib report [--output results] [--dataset D] [--norm N]
     imalib sweep --dataset D --norm N --profile P --seeds 0,1,2 --executor {local,slurm,debug} [--dry-run]
@@ -187,9 +187,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; train it first with 'imalib train'")
     if args.attack != "autoattack" and (
-        args.aa_version != "custom" or args.n_images is not None or args.aa_eps is not None
+        args.aa_version != "custom" or args.n_images is not None or args.aa_eps is not None or args.aa_full
     ):
-        raise ConfigError("--aa-version, --n-images and --aa-eps go with --attack autoattack")
+        raise ConfigError("--aa-version, --n-images, --aa-eps and --aa-full go with --attack autoattack")
+    if args.aa_full and args.aa_version != "custom":
+        raise ConfigError("--aa-full goes with --aa-version custom (the standard set always attacks every image)")
     if args.aa_eps is not None and args.aa_version != "standard":
         raise ConfigError("--aa-eps goes with --aa-version standard (the custom set runs at every level)")
     if args.attack == "autoattack":
@@ -266,8 +268,9 @@ def _evaluate_autoattack(path: Path, args: argparse.Namespace) -> int:
         raise ConfigError(f"--n-images {args.n_images} must be at least 1")
     if not (path / RESULT_FILE).exists() and args.aa_version == "custom" and args.n_images is None:
         record = evaluate_run(
-            path, data_root=args.data_root, device=args.device, autoattack=True, progress=not args.quiet
-        )
+            path, data_root=args.data_root, device=args.device, autoattack=True, progress=not args.quiet,
+            full_autoattack=args.aa_full,
+        )  # fmt: skip
     else:
         if not (path / RESULT_FILE).exists():
             evaluate_run(path, data_root=args.data_root, device=args.device, autoattack=False, progress=not args.quiet)
@@ -279,6 +282,7 @@ def _evaluate_autoattack(path: Path, args: argparse.Namespace) -> int:
             data_root=args.data_root,
             device=args.device,
             progress=not args.quiet,
+            full=args.aa_full,
         )
     entry = record.autoattack if args.aa_version == "custom" else record.autoattack_standard
     assert entry is not None
@@ -286,12 +290,13 @@ def _evaluate_autoattack(path: Path, args: argparse.Namespace) -> int:
         f"{record.label} on {record.dataset}/{record.norm} (profile {record.profile}, seed {record.seed}): "
         f"AutoAttack {args.aa_version} ({'+'.join(entry.settings['attacks'])}) on {entry.n_images} test "
         f"images, {entry.seconds:.0f} s: {path}"
+        + ("" if entry.mode == "full" else " (cascade: AutoAttack on the images PGD left robust)")
     )
     frame = pd.DataFrame(
         {
             "eps": entry.eps,
             "pgd": entry.pgd_accuracy,
-            "autoattack": entry.accuracy,
+            "autoattack": entry.accuracy if entry.accuracy is not None else [float("nan")] * len(entry.eps),
             "worst_of_both": entry.worst_of_both,
             "seconds": entry.level_seconds,
         }
@@ -454,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="EPS",
         help="with --aa-version standard: only these of the run's noise levels (default: all)",
+    )
+    evaluate.add_argument(
+        "--aa-full",
+        dest="aa_full",
+        action="store_true",
+        help="with --attack autoattack: attack every correctly classified image, not only those PGD left robust "
+        "(slower; adds the AutoAttack-alone column, the worst of both is the same)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)

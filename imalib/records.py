@@ -143,10 +143,17 @@ class AutoAttackEntry:
     :class:`imalib.autoattack.AutoAttackSettings` records; ``level_seconds``
     the wall time per eps level; ``indices`` the test images attacked when
     only a subset was (None: all of them, in order).
+
+    ``mode`` says which images AutoAttack attacked: ``"full"`` every image
+    classified correctly on clean data (``accuracy`` is then AutoAttack alone),
+    ``"cascade"`` only those PGD left robust at that eps, which gives the same
+    ``worst_of_both`` for less time but no AutoAttack-alone column
+    (``accuracy`` None). ``attacked`` is the number of images attacked per eps
+    (None in records written before it was kept).
     """
 
     eps: tuple[float, ...]
-    accuracy: tuple[float, ...]
+    accuracy: tuple[float, ...] | None
     worst_of_both: tuple[float, ...]
     pgd_accuracy: tuple[float, ...]
     n_images: int
@@ -154,13 +161,28 @@ class AutoAttackEntry:
     seconds: float
     level_seconds: tuple[float, ...]
     indices: tuple[int, ...] | None = None
+    mode: str = "full"
+    attacked: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.eps)
-        if not len(self.accuracy) == len(self.worst_of_both) == len(self.pgd_accuracy) == len(self.level_seconds) == n:
+        lengths = [len(self.worst_of_both), len(self.pgd_accuracy), len(self.level_seconds)]
+        lengths += [len(x) for x in (self.accuracy, self.attacked) if x is not None]
+        if any(length != n for length in lengths):
             raise ConfigError(
-                "autoattack entry: eps, accuracy, worst_of_both, pgd_accuracy and level_seconds "
+                "autoattack entry: eps, accuracy, worst_of_both, pgd_accuracy, level_seconds and attacked "
                 "differ in length; run 'imalib evaluate --attack autoattack RUN_DIR' again"
+            )
+        if self.mode not in ("full", "cascade"):
+            raise ConfigError(
+                f"autoattack entry: mode={self.mode!r} is neither 'full' nor 'cascade'; run "
+                "'imalib evaluate --attack autoattack RUN_DIR' again"
+            )
+        if (self.accuracy is None) != (self.mode == "cascade"):
+            raise ConfigError(
+                f"autoattack entry: mode {self.mode!r} with accuracy {'missing' if self.accuracy is None else 'kept'} "
+                "(AutoAttack alone is measured in the full mode only); run "
+                "'imalib evaluate --attack autoattack RUN_DIR' again"
             )
 
     @classmethod
@@ -172,25 +194,31 @@ class AutoAttackEntry:
         rest = dict(values)
         series = {
             name: tuple(_take(rest, name, list, where))
-            for name in ("eps", "accuracy", "worst_of_both", "pgd_accuracy", "level_seconds")
+            for name in ("eps", "worst_of_both", "pgd_accuracy", "level_seconds")
         }
+        accuracy = _take(rest, "accuracy", (list, type(None)), where)
         n_images = _take(rest, "n_images", int, where)
         settings = _take(rest, "settings", dict, where)
         seconds = _take(rest, "seconds", (int, float), where)
         indices_json = _take(rest, "indices", (list, type(None)), where) if "indices" in rest else None
+        mode = _take(rest, "mode", str, where) if "mode" in rest else "full"
+        attacked = _take(rest, "attacked", (list, type(None)), where) if "attacked" in rest else None
         _no_extra(rest, where)
         return cls(
             **series,
+            accuracy=None if accuracy is None else tuple(accuracy),
             n_images=n_images,
             settings=settings,
             seconds=seconds,
             indices=None if indices_json is None else tuple(indices_json),
+            mode=mode,
+            attacked=None if attacked is None else tuple(attacked),
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "eps": list(self.eps),
-            "accuracy": list(self.accuracy),
+            "accuracy": None if self.accuracy is None else list(self.accuracy),
             "worst_of_both": list(self.worst_of_both),
             "pgd_accuracy": list(self.pgd_accuracy),
             "n_images": self.n_images,
@@ -200,6 +228,10 @@ class AutoAttackEntry:
         }
         if self.indices is not None:
             out["indices"] = list(self.indices)
+        if self.mode != "full":  # records written before the cascade existed are all full
+            out["mode"] = self.mode
+        if self.attacked is not None:
+            out["attacked"] = list(self.attacked)
         return out
 
 

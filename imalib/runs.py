@@ -4,7 +4,8 @@ A run lives in ``<results>/<dataset>/<label>-<norm>-<hash>/`` and holds
 ``config.json``; while training ``checkpoint.pt``; after training ``model.pt``
 (final weights), ``margins.pt`` (IMA / MMA) and ``train.json``; after the
 evaluation ``robust.pt`` (per-sample outcomes of the paper's PGD),
-``autoattack.pt`` (AutoAttack's, where measured), ``autoattack_examples.pt`` (a
+``autoattack.pt`` (AutoAttack's, where measured: the worst of both per image
+when the record's entry says ``mode`` cascade), ``autoattack_examples.pt`` (a
 few images PGD called robust and AutoAttack broke) and ``result.json``. Every file
 is written atomically (temporary file, then rename), and ``result.json`` last:
 its presence means the run is complete.
@@ -219,9 +220,15 @@ def _measure_autoattack(
     indices: list[int] | None,
     progress: bool,
     levels: list[int] | None = None,
+    cascade: bool = True,
 ) -> tuple[AutoAttackEntry, torch.Tensor]:
     """AutoAttack on the test images ``indices`` (all when None) at the PGD levels ``levels`` (all when None),
-    and its per-image outcome."""
+    and its per-image outcome.
+
+    ``cascade`` (the default) attacks, at each eps, only the images PGD left robust: the outcome is then the
+    worst of both per image, and the entry has no AutoAttack-alone accuracy. ``cascade=False`` attacks every
+    image classified correctly on clean data (the outcome is AutoAttack alone).
+    """
     from imalib.autoattack import evaluate_autoattack, worst_case
 
     if indices is not None:
@@ -245,11 +252,12 @@ def _measure_autoattack(
         seed=config.seed,
         batch_size=config.eval_batch,
         progress=progress,
+        candidates=pgd.robust if cascade else None,
     )
     both = worst_case(pgd, result.robustness)
     entry = AutoAttackEntry(
         eps=result.robustness.eps,
-        accuracy=tuple(result.robustness.accuracy),
+        accuracy=None if cascade else tuple(result.robustness.accuracy),
         worst_of_both=tuple(both.accuracy),
         pgd_accuracy=tuple(pgd.accuracy),
         n_images=int(y.shape[0]),
@@ -257,6 +265,8 @@ def _measure_autoattack(
         seconds=result.robustness.seconds,
         level_seconds=result.level_seconds,
         indices=None if indices is None else tuple(indices),
+        mode="cascade" if cascade else "full",
+        attacked=result.attacked,
     )
     return entry, result.robustness.robust
 
@@ -332,9 +342,11 @@ def _evaluate(
     device: str,
     autoattack: bool | None = None,
     progress: bool = False,
+    full_autoattack: bool = False,
 ) -> ResultRecord:
-    """The paper's evaluation of ``model`` on ``splits.test`` (then AutoAttack where asked or the profile says so);
-    writes ``robust.pt``, ``autoattack.pt`` and then ``result.json``."""
+    """The paper's evaluation of ``model`` on ``splits.test`` (then AutoAttack where asked or the profile says so:
+    on the images PGD left robust, or with ``full_autoattack`` on every image); writes ``robust.pt``,
+    ``autoattack.pt`` and then ``result.json``."""
     model.to(device).eval()
     x_test, y_test = splits.test.inputs().to(device), splits.test.y.to(device)
     robustness = evaluate_robustness(
@@ -382,8 +394,9 @@ def _evaluate(
         stale.unlink()
     if _wants_autoattack(config, autoattack):
         entry, robust = _measure_autoattack(
-            model, x_test, y_test, robustness, config, splits, version="custom", indices=None, progress=progress
-        )
+            model, x_test, y_test, robustness, config, splits, version="custom", indices=None, progress=progress,
+            cascade=not full_autoattack,
+        )  # fmt: skip
         save_torch(path / AUTOATTACK_FILES["custom"][1], robust)
         _save_examples(path, model, x_test, y_test, robustness.robust, robust, config, splits)
         record = replace(record, autoattack=entry)
@@ -398,11 +411,14 @@ def evaluate_run(
     device: str = "auto",
     autoattack: bool | None = None,
     progress: bool = False,
+    full_autoattack: bool = False,
 ) -> ResultRecord:
     """Run the paper's evaluation on a trained run directory and write ``result.json`` (atomically).
 
     ``autoattack`` adds AutoAttack after PGD (None: where the profile says so,
-    :attr:`imalib.profiles.Scale.autoattack`); ``progress`` shows progress bars.
+    :attr:`imalib.profiles.Scale.autoattack`), on the images PGD left robust
+    (the cascade) or, with ``full_autoattack``, on every image, which also
+    measures AutoAttack alone; ``progress`` shows progress bars.
     """
     path = Path(path)
     config, model, log = _load_trained(path)
@@ -415,6 +431,7 @@ def evaluate_run(
         device=device_name(device),
         autoattack=autoattack,
         progress=progress,
+        full_autoattack=full_autoattack,
     )
 
 
@@ -435,11 +452,13 @@ def add_autoattack(
     data_root: str | Path | None = None,
     device: str = "auto",
     progress: bool = False,
+    full: bool = False,
 ) -> ResultRecord:
     """Add (or refresh) AutoAttack in an evaluated run's record, keeping its PGD numbers as they are.
 
     ``version="custom"`` writes the ``autoattack`` entry and ``autoattack.pt``
-    (all test images, all levels); ``version="standard"`` the ``autoattack_standard``
+    (all levels; the images PGD left robust, or every image with ``full``,
+    which also measures AutoAttack alone); ``version="standard"`` the ``autoattack_standard``
     entry and ``autoattack_standard.pt``, on ``n_images`` test images drawn
     with the run's seed and at the levels ``eps`` (default: all of the run's),
     the check of the check. Needs the run's weights.
@@ -486,6 +505,7 @@ def add_autoattack(
         indices=indices,
         progress=progress,
         levels=levels,
+        cascade=version == "custom" and not full,
     )
     name, file = AUTOATTACK_FILES[version]
     save_torch(path / file, robust)
@@ -498,7 +518,10 @@ def add_autoattack(
 
 
 def load_autoattack(path: str | Path, version: str = "custom") -> torch.Tensor | None:
-    """The per-image AutoAttack outcome of a run ([eps, images]; see the record's entry for the images), or None."""
+    """The per-image AutoAttack outcome of a run ([eps, images]; see the record's entry for the images), or None.
+
+    For an entry in the cascade mode it is the worst of PGD and AutoAttack (AutoAttack ran on PGD's survivors).
+    """
     file = Path(path) / AUTOATTACK_FILES[version][1]
     return load_torch(file) if file.exists() else None
 
@@ -520,6 +543,7 @@ def run_experiment(
     force: bool = False,
     progress: bool = False,
     autoattack: bool | None = None,
+    full_autoattack: bool = False,
 ) -> Run:
     """Load the run for ``config`` if it is complete, else train (resuming) and evaluate it.
 
@@ -527,7 +551,8 @@ def run_experiment(
     to evaluation (the files are still written, as by :func:`train_run` and
     :func:`evaluate_run`). ``force=True`` deletes the run directory first and
     starts from scratch. ``autoattack`` adds AutoAttack to the evaluation
-    (None: where the profile says so); ``progress`` shows progress bars.
+    (None: where the profile says so; ``full_autoattack``: on every image, not
+    only those PGD left robust); ``progress`` shows progress bars.
     """
     path = run_dir(config, results_root)
     device = device_name(device)
@@ -540,7 +565,10 @@ def run_experiment(
         _, model, log = _load_trained(path)
     else:
         model, log = _train(config, path, splits, device=device, progress=progress)
-    record = _evaluate(path, config, model, log, splits, device=device, autoattack=autoattack, progress=progress)
+    record = _evaluate(
+        path, config, model, log, splits, device=device, autoattack=autoattack, progress=progress,
+        full_autoattack=full_autoattack,
+    )  # fmt: skip
     model.to("cpu").eval()
     return Run(path=path, model=model, config=config, record=record, has_weights=True)
 

@@ -143,3 +143,57 @@ def test_broken_examples_are_within_eps_and_misclassified():
     assert len(same) == 0 and same.clean.shape == (0, 2)  # PGD as strong as AutoAttack: nothing to show
     with pytest.raises(ValueError, match=r"\[eps levels, images\]"):
         broken_examples(model, x, y, aa[:2], aa, norm="linf", eps_list=eps, clip=None, num_classes=2)
+
+
+def test_random_starts_belong_to_the_image_not_to_its_batch():
+    from imalib.autoattack import _image_noise
+
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    alone: dict[bytes, int] = {}
+    together: dict[bytes, int] = {}
+    first = _image_noise(x[[4, 1]], "Linf", 7, alone)
+    batch = _image_noise(x, "Linf", 7, together)
+    assert torch.equal(first, batch[[4, 1]])  # the same start whichever images share the batch
+    assert first.abs().max() <= 1 and not torch.equal(batch[0], batch[1])
+    again = _image_noise(x[[1]], "Linf", 7, alone)  # a second draw of image 1 (APGD-T's next target class)
+    assert not torch.equal(again[0], first[1])
+    assert torch.equal(_image_noise(x[[1]], "Linf", 7, {})[0], first[1])  # a fresh count starts over
+    assert not torch.equal(_image_noise(x[[1]], "Linf", 8, {})[0], first[1])  # the seed changes it
+    gaussian = _image_noise(torch.rand(400, 8, generator=torch.Generator().manual_seed(1)), "L2", 0, {})
+    assert abs(float(gaussian.std()) - 1) < 0.05 and float(gaussian.abs().max()) > 2
+
+
+class Striped(nn.Module):
+    """Four classes in thin stripes of the pixel sum, with zero gradient: an attack's outcome is its random starts."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = x.flatten(1).sum(1, keepdim=True)
+        cell = (total.squeeze(1) * 200).floor().remainder(4).long()
+        return nn.functional.one_hot(cell, 4).float() * 5 + 0 * total
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", [0.0, 0.0005, 0.001]), ("l2", [0.0, 0.001, 0.002])])
+def test_the_cascade_gives_the_full_worst_of_both_image_by_image(norm, eps):
+    model = Striped()
+    x = torch.rand(60, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(dim=1)
+    survivors = torch.rand(len(eps), 60, generator=torch.Generator().manual_seed(1)) < 0.6  # a stand-in for PGD
+    survivors[0] = True
+    pgd = RobustnessResult(eps=tuple(eps), robust=survivors, norm=norm, seconds=0.0)
+    full = evaluate_autoattack(model, x, y, norm=norm, eps_list=eps, clip=(0.0, 1.0), num_classes=4, seed=5)
+    cascade = evaluate_autoattack(model, x, y, norm=norm, eps_list=eps, clip=(0.0, 1.0), num_classes=4, seed=5,
+                                  candidates=survivors)
+    assert 0.1 < full.robustness.accuracy[2] < 0.9  # the starts decide: neither all nor none broken
+    assert torch.equal(cascade.robustness.robust, worst_case(pgd, full.robustness).robust)
+    assert full.attacked[1:] == (60, 60) and cascade.attacked[1:] == tuple(int(v) for v in survivors[1:].sum(dim=1))
+    # the images in another order: each keeps its outcome, which the package's one draw per batch does not give
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(3))
+    outcomes = {}
+    for per_image in (True, False):
+        whole = evaluate_autoattack(model, x, y, norm=norm, eps_list=eps, clip=(0.0, 1.0), num_classes=4, seed=5,
+                                    per_image_starts=per_image).robustness.robust
+        shuffled = evaluate_autoattack(model, x[order], y[order], norm=norm, eps_list=eps, clip=(0.0, 1.0),
+                                       num_classes=4, seed=5, per_image_starts=per_image).robustness.robust
+        outcomes[per_image] = int((shuffled ^ whole[:, order]).sum())
+    assert outcomes[True] == 0 and outcomes[False] > 0
+    assert full.settings.starts == "per-image"

@@ -7,6 +7,7 @@ test set and two noise levels.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -59,17 +60,39 @@ def check_entry(record: ResultRecord, path: Path, attacks: tuple[str, ...]) -> N
     assert entry is not None and entry.eps == record.eps and entry.n_images == record.n_test
     assert tuple(entry.pgd_accuracy) == tuple(record.accuracy)
     assert tuple(entry.settings["attacks"]) == attacks and entry.settings["n_restarts"] == 1
+    assert entry.settings["starts"] == "per-image"
     robust = load_autoattack(path)
     pgd = load_robustness(path).robust
     assert robust is not None and robust.shape == pgd.shape and robust.dtype == torch.bool
-    assert entry.accuracy == tuple(float(v) for v in robust.float().mean(dim=1))
     both = (robust & pgd).float().mean(dim=1)
     assert entry.worst_of_both == tuple(float(v) for v in both)
+    assert entry.attacked is not None and entry.attacked[0] == 0  # eps 0: nothing to attack
+    assert len(entry.level_seconds) == len(entry.eps) and entry.level_seconds[0] == 0.0
+    assert ResultRecord.from_json(json.loads((path / "result.json").read_text())) == record
+    if entry.mode == "cascade":  # AutoAttack ran on PGD's survivors only: its outcome is the worst of both
+        assert entry.accuracy is None and not (robust & ~pgd).any()
+        assert entry.attacked[1:] == tuple(int(v) for v in pgd[1:].sum(dim=1))
+        return
+    assert entry.mode == "full" and entry.accuracy == tuple(float(v) for v in robust.float().mean(dim=1))
+    assert entry.attacked[1:] == (int(pgd[0].sum()),) * (len(entry.eps) - 1)  # every clean-correct image
     for k in range(len(entry.eps)):
         assert entry.worst_of_both[k] <= min(entry.accuracy[k], record.accuracy[k])
     assert entry.accuracy[0] == record.accuracy[0]  # eps 0: both are clean accuracy
-    assert len(entry.level_seconds) == len(entry.eps) and entry.level_seconds[0] == 0.0
-    assert ResultRecord.from_json(json.loads((path / "result.json").read_text())) == record
+
+
+def check_cascade_equals_full(path: Path) -> None:
+    """AutoAttack on every image again (``full``): its worst of both must equal the cascade's, image by image."""
+    cascade = read_record(path / "result.json")
+    mask = load_autoattack(path)
+    assert cascade.autoattack is not None and cascade.autoattack.mode == "cascade" and mask is not None
+    full = add_autoattack(path, full=True)
+    assert full.autoattack is not None and full.autoattack.mode == "full"
+    pgd = load_robustness(path).robust
+    alone = load_autoattack(path)
+    assert alone is not None and torch.equal(alone & pgd, mask)
+    assert full.autoattack.worst_of_both == cascade.autoattack.worst_of_both
+    assert full.autoattack.attacked is not None and cascade.autoattack.attacked is not None
+    assert sum(cascade.autoattack.attacked) < sum(full.autoattack.attacked)  # the cascade attacked fewer images
 
 
 # ------------------------------------------------------------------------------------ the profile switch
@@ -97,6 +120,8 @@ def test_moons_two_classes_with_autoattack(tmp_path: Path) -> None:
     assert run.record.accuracy == plain.record.accuracy  # AutoAttack leaves the PGD numbers alone
     check_entry(run.record, run.path, ("apgd-ce", "fab"))
     assert "unbounded" in str(run.record.autoattack.settings["box"])  # type: ignore[union-attr]
+    check_cascade_equals_full(run.path)
+    check_entry(read_record(run.path / "result.json"), run.path, ("apgd-ce", "fab"))
 
 
 def test_cli_adds_autoattack_and_keeps_pgd(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,11 +131,18 @@ def test_cli_adds_autoattack_and_keeps_pgd(tmp_path: Path, capsys: pytest.Captur
     before = read_record(path / "result.json")
     assert main(["evaluate", "--attack", "autoattack", "--quiet", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "apgd-ce+fab" in out and "worst_of_both" in out
+    assert "apgd-ce+fab" in out and "worst_of_both" in out and "cascade" in out
+    cascade = read_record(path / "result.json")
+    assert cascade.autoattack is not None and cascade.autoattack.mode == "cascade"
+    assert main(["evaluate", "--attack", "autoattack", "--aa-full", "--quiet", str(path)]) == 0
+    assert "cascade" not in capsys.readouterr().out
     after = read_record(path / "result.json")
     assert md5(path / "robust.pt") == robust_before
     assert after.accuracy == before.accuracy and after.eval_seconds == before.eval_seconds
     check_entry(after, path, ("apgd-ce", "fab"))
+    assert after.autoattack is not None and after.autoattack.worst_of_both == cascade.autoattack.worst_of_both
+    assert main(["evaluate", "--aa-full", "--quiet", str(path)]) == 2  # goes with --attack autoattack
+    assert "--aa-full go with --attack autoattack" in capsys.readouterr().err
     # the standard set needs 4+ classes: one clean line, nothing changed
     assert main(["evaluate", "--attack", "autoattack", "--aa-version", "standard", "--quiet", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -144,6 +176,8 @@ def test_fashion_mnist_ten_classes_with_autoattack_and_the_check_of_the_check(
     run = run_experiment(config, results_root=tmp_path, autoattack=True)
     check_entry(run.record, run.path, ("apgd-ce", "apgd-t"))
     assert run.record.autoattack.settings["box"] == "data box [0, 1]"  # type: ignore[union-attr]
+    check_cascade_equals_full(run.path)
+    run = dataclasses.replace(run, record=read_record(run.path / "result.json"))
     pgd = load_robustness(run.path).robust
     assert main(["evaluate", "--attack", "autoattack", "--aa-version", "standard", "--n-images", "3",
                  "--aa-eps", "0.2", "--quiet", str(run.path)]) == 2  # not one of the run's levels
@@ -199,7 +233,7 @@ def test_images_pgd_called_robust_and_autoattack_broke(tmp_path: Path) -> None:
     from imalib.io import save_torch
     from imalib.runs import EXAMPLES_FILE, add_autoattack_examples, load_examples, load_run
 
-    run = run_experiment(moons_config(), results_root=tmp_path, autoattack=True)
+    run = run_experiment(moons_config(), results_root=tmp_path, autoattack=True, full_autoattack=True)
     assert (run.path / EXAMPLES_FILE).exists()  # the evaluation writes them
     k = run.record.eps.index(0.3)
     aa = load_autoattack(run.path)

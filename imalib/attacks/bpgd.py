@@ -117,11 +117,17 @@ def bpgd(
     # (x_n1, x_n2) pair recorded at once (``torch.where``), but leaves the compact tensors only when at least
     # ``COMPACT_SHARE`` of them have crossed: removing rows costs a dozen indexing operations, which for a small
     # model cost more than carrying the crossed rows along, while for a large model the carried rows are few.
+    # The loop works on compact tensors of the samples still being attacked. Each step only classifies its
+    # iterate and keeps it (``seen``, with its ``wrong`` mask); a sample that crosses keeps being stepped until
+    # at least ``COMPACT_SHARE`` of the working batch has crossed (removing rows costs a dozen indexing
+    # operations, which for a small model cost more than carrying the crossed rows along). Then the crossed
+    # samples leave with (x_n1, x_n2) read off the kept iterates at their first wrong one, and the iterates
+    # are dropped: the samples that stay have not crossed yet, so only their current iterate can matter.
     rows = torch.arange(x0.shape[0], device=x0.device)
     current, origin, labels, r, step = start, x0, y, radius, eta
-    previous = x0  # the iterate before the current one; x itself before the random start
+    seen = [x0]  # the iterates since the last compaction, after the one before them (x itself before the start)
+    wrong: list[Tensor] = []  # per kept iterate after the first: misclassified?
     crossed = torch.zeros_like(found)
-    pair_in, pair_out = x0.clone(), x0.clone()
     with frozen_eval(model):
         for k in range(steps + 1):
             take_step = k < steps
@@ -130,27 +136,25 @@ def bpgd(
             if take_step:
                 (grad,) = torch.autograd.grad(objective(logits, labels).sum(), current)
             current = current.detach()
-            newly = (logits.detach().argmax(dim=1) != labels) & ~crossed
-            column = _per_row(newly, current)
-            pair_in = torch.where(column, previous, pair_in)
-            pair_out = torch.where(column, current, pair_out)
-            crossed = crossed | newly
+            seen.append(current)
+            wrong.append(logits.detach().argmax(dim=1) != labels)
+            crossed = crossed | wrong[-1]
             n_crossed = int(crossed.sum())
             if n_crossed and (not take_step or n_crossed >= COMPACT_SHARE * rows.numel()):
-                leaving = rows[crossed]
-                found[leaving] = True
-                last_correct[leaving] = pair_in[crossed]
-                first_wrong[leaving] = pair_out[crossed]
+                leaving = crossed.nonzero().squeeze(1)
+                first = torch.stack(wrong)[:, leaving].int().argmax(dim=0)  # the first wrong iterate (index of max)
+                kept = torch.stack(seen)
+                found[rows[leaving]] = True
+                last_correct[rows[leaving]] = kept[first, leaving]
+                first_wrong[rows[leaving]] = kept[first + 1, leaving]
                 still = ~crossed
-                rows, current, origin, labels, r, step, pair_in, pair_out = (
-                    t[still] for t in (rows, current, origin, labels, r, step, pair_in, pair_out)
-                )
+                rows, current, origin, labels, r, step = (t[still] for t in (rows, current, origin, labels, r, step))
                 if take_step:
                     grad = grad[still]
                 crossed = crossed[still]
+                seen, wrong = [current], []
             if not take_step or rows.numel() == 0:
                 break
-            previous = current
             moved = current + step * ascent_direction(grad, norm)
             current = clip_box(origin + project_ball(moved - origin, r.flatten(), norm), clip)
         x_n[rows] = current

@@ -60,7 +60,7 @@ def attack_frame(records: Iterable[ResultRecord]) -> pd.DataFrame:
                     "n_test": record.n_test,
                     "eps": eps,
                     "pgd": record.accuracy[k],
-                    "autoattack": math.nan if entry is None else entry.accuracy[k],
+                    "autoattack": math.nan if entry is None or entry.accuracy is None else entry.accuracy[k],
                     "worst_of_both": math.nan if entry is None else entry.worst_of_both[k],
                 }
             )
@@ -210,16 +210,17 @@ def masking_signs(records: Iterable[ResultRecord]) -> pd.DataFrame:
     for record in records:
         entry = record.autoattack
         series = {"pgd": record.accuracy}
-        if entry is not None:
-            series["autoattack"] = entry.accuracy
+        alone = None if entry is None else entry.accuracy  # None for a cascade entry: AutoAttack ran on PGD's survivors
+        if alone is not None:
+            series["autoattack"] = alone
         for name, values in series.items():
             for k in range(1, len(values)):
                 if values[k] > values[k - 1]:
                     rows.append((record, record.eps[k], f"{name} rises", values[k - 1], values[k]))
-        if entry is not None:
+        if alone is not None:
             for k, eps in enumerate(record.eps):
-                if record.accuracy[k] - entry.accuracy[k] > resolution(record.accuracy[k], record.n_test):
-                    rows.append((record, eps, "autoattack beats pgd", record.accuracy[k], entry.accuracy[k]))
+                if record.accuracy[k] - alone[k] > resolution(record.accuracy[k], record.n_test):
+                    rows.append((record, eps, "autoattack beats pgd", record.accuracy[k], alone[k]))
     columns = ["dataset", "norm", "label", "seed", "eps", "sign", "before", "value", "resolution"]
     return pd.DataFrame(
         [
