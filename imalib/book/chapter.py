@@ -426,23 +426,3 @@ def chapter_parameters(names: tuple[str, ...] | None = None) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows).set_index("chapter")
-
-
-def benchmark_table(folder: str | Path) -> pd.DataFrame | str:
-    """One row per benchmark record (``*.json``) in ``folder``: what it measured, its target and its command."""
-    import json
-
-    bench = []
-    for path in sorted(Path(folder).glob("*.json")):
-        b = json.loads(path.read_text())
-        bench.append(
-            {
-                "benchmark": b["name"],
-                "measured": b["summary"],
-                "target": b.get("target", ""),
-                "command": f"`{b['command']}`",
-            }
-        )
-    if not bench:
-        return "no benchmark records yet: run `make bench`"
-    return pd.DataFrame(bench).set_index("benchmark")
