@@ -394,8 +394,10 @@ def broken_examples(
     ``pgd_robust`` and ``autoattack_robust`` are the per-image outcomes
     ([eps, images]) of the two attacks on ``x``. The first ``2 * count``
     candidates per level are attacked again with the custom set to recover an
-    adversarial input (AutoAttack's random start depends on the batch, so an
-    image the second pass does not break is skipped); each kept input is
+    adversarial input (with per-image starts the second pass meets each image
+    with the same start; an outcome measured with the package's starts, one
+    draw per batch, may not repeat, so an image the second pass does not
+    break is skipped); each kept input is
     checked: within ``eps`` in ``norm`` and misclassified. The cost is that of
     attacking a few images, a small part of the evaluation.
     """
