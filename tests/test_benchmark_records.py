@@ -32,6 +32,7 @@ def test_the_cascade_gives_the_worst_of_both_of_autoattack_on_every_image():
         assert row["masks_equal"] and sum(row["masks_differ"]) == 0, row["row"]
         assert sum(row["cascade_attacked"]) < sum(row["full_attacked"])
         assert row["speedup"] == pytest.approx(row["full_s"] / row["cascade_s"])
+        assert len(row["package_starts_moved"]) == len(row["eps"]) and row["package_starts_moved"][0] == 0
         assert all(w <= min(a, p) for w, a, p in zip(row["worst_of_both"], row["autoattack_alone"], row["pgd"],
                                                      strict=True))
 

@@ -336,17 +336,25 @@ def speed_values(folder: str | Path) -> dict[str, Any]:
 
 
 def _moved(row: dict[str, Any]) -> str:
-    """What comparing a cascade row with its committed record (the package's random starts) could show."""
+    """What the package's own random starts (one draw per batch) change against the per-image ones on the row."""
+    notes = []
+    if "package_starts_moved" in row:
+        notes.append(
+            f"With the package's own random starts (one draw per batch, the way the committed image records were "
+            f"measured), "
+            f"AutoAttack on every image of the same model gives another worst of both on "
+            f"{sum(row['package_starts_moved'])} (eps, image) pairs: that is how much an image's outcome depends "
+            f"on its start, and why the cascade needs the per-image starts to match image by image."
+        )
     if "starts_moved" in row:
-        return (
+        notes.append(
             f"Against the committed record of this row, measured with the package's own random starts on the same "
             f"PGD outcome, the per-image starts moved {sum(row['starts_moved'])} (eps, image) outcomes of the worst "
             f"of both."
         )
-    if row.get("same_pgd_as_committed") is False:
-        return (
-            "The committed record of this row (measured with the package's own random starts) cannot be compared "
-            "with it image by image: the row retrained for the benchmark on this machine ended with other weights "
-            "than the committed one (its PGD outcome differs), so the two evaluations attack different models."
+    elif row.get("same_pgd_as_committed") is False:
+        notes.append(
+            "The committed record of this row cannot be compared with it image by image: the row retrained for the "
+            "benchmark on this machine ended with other weights than the committed one (its PGD outcome differs)."
         )
-    return "The row has no committed AutoAttack outcome to compare with."
+    return " ".join(notes) or "The row was not compared with the package's own random starts."
