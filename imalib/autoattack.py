@@ -16,9 +16,11 @@ What it adds is what the package leaves to its caller:
   the global random stream saved and restored around each call;
 - APGD's random start drawn per image (``per_image_starts``): the package draws
   one tensor for the whole batch it attacks, so an image's start depends on
-  which other images share its batch; seeded by the image's own bytes, an
-  image gets the same start whether AutoAttack attacks the whole test set or
-  only the images PGD left robust (the cascade);
+  which other images share its batch; seeded by the image's own bytes (in the
+  attack's unit-box coordinates), an image gets the same start whether
+  AutoAttack attacks the whole test set or only the images PGD left robust
+  (the cascade). For unbounded inputs (Moons) the box is fitted to the ``x``
+  passed in, so this holds within one call, not between calls on other sets;
 - the per-sample outcome at every noise level as a ``RobustnessResult``, the
   type the paper's protocol returns, so the two can be combined per image
   (``worst_case``), and the package's own pre-flight warnings kept.
@@ -394,10 +396,11 @@ def broken_examples(
     ``pgd_robust`` and ``autoattack_robust`` are the per-image outcomes
     ([eps, images]) of the two attacks on ``x``. The first ``2 * count``
     candidates per level are attacked again with the custom set to recover an
-    adversarial input (with per-image starts the second pass meets each image
-    with the same start; an outcome measured with the package's starts, one
-    draw per batch, may not repeat, so an image the second pass does not
-    break is skipped); each kept input is
+    adversarial input (with per-image starts and a data box the second pass
+    meets each image with the same start; an outcome measured with the
+    package's starts, one draw per batch, or on unbounded inputs, whose box is
+    fitted to the images attacked, may not repeat, so an image the second
+    pass does not break is skipped); each kept input is
     checked: within ``eps`` in ``norm`` and misclassified. The cost is that of
     attacking a few images, a small part of the evaluation.
     """

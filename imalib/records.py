@@ -32,6 +32,13 @@ def _take(values: dict[str, Any], name: str, kind: type | tuple[type, ...], wher
     return value
 
 
+def _entry_fields(values: Any, where: str, what: str, fix: str) -> dict[str, Any]:
+    """A copy of ``values`` to take fields from, or a ConfigError naming ``what`` it should be and the ``fix``."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} is not {what}; {fix}")
+    return dict(values)
+
+
 def _no_extra(values: dict[str, Any], where: str) -> None:
     if values:
         raise ConfigError(
@@ -187,11 +194,9 @@ class AutoAttackEntry:
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any], where: str = "autoattack") -> AutoAttackEntry:
-        if not isinstance(values, Mapping):
-            raise ConfigError(
-                f"{where} is not an AutoAttack entry; run 'imalib evaluate --attack autoattack RUN_DIR' again"
-            )
-        rest = dict(values)
+        rest = _entry_fields(
+            values, where, "an AutoAttack entry", "run 'imalib evaluate --attack autoattack RUN_DIR' again"
+        )
         series = {
             name: tuple(_take(rest, name, list, where))
             for name in ("eps", "worst_of_both", "pgd_accuracy", "level_seconds")
@@ -265,11 +270,9 @@ class LargeTestEntry:
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any], where: str = "large_test") -> LargeTestEntry:
-        if not isinstance(values, Mapping):
-            raise ConfigError(
-                f"{where} is not a large-test entry; run 'imalib reevaluate --large-test N RUN_DIR' again"
-            )
-        rest = dict(values)
+        rest = _entry_fields(
+            values, where, "a large-test entry", "run 'imalib reevaluate --large-test N RUN_DIR' again"
+        )
         n_images = _take(rest, "n_images", int, where)
         eps = tuple(_take(rest, "eps", list, where))
         accuracy = tuple(_take(rest, "accuracy", list, where))
@@ -332,11 +335,9 @@ class WhiteNoiseEntry:
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any], where: str = "white_noise") -> WhiteNoiseEntry:
-        if not isinstance(values, Mapping):
-            raise ConfigError(
-                f"{where} is not a white-noise entry; run 'imalib reevaluate --white-noise RUN_DIR' again"
-            )
-        rest = dict(values)
+        rest = _entry_fields(
+            values, where, "a white-noise entry", "run 'imalib reevaluate --white-noise RUN_DIR' again"
+        )
         out = cls(
             levels=tuple(_take(rest, "levels", list, where)),
             error_rate=tuple(_take(rest, "error_rate", list, where)),
@@ -430,9 +431,7 @@ class ResultRecord:
     @classmethod
     def from_json(cls, values: Mapping[str, Any], where: str = "result record") -> ResultRecord:
         """Read a record from the decoded ``result.json``; every field is checked, unknown ones refused."""
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{where} is not an imalib result record; delete it to evaluate that run again")
-        rest = dict(values)
+        rest = _entry_fields(values, where, "an imalib result record", "delete it to evaluate that run again")
         text = {
             name: _take(rest, name, str, where)
             for name in ("dataset", "method", "label", "norm", "profile", "config_hash", "data", "seconds_note")

@@ -176,7 +176,14 @@ def test_standard_check_pairs_the_two_sets_on_the_same_images(tmp_path: Path) ->
     skipped = tmp_path / "plain"
     skipped.mkdir()
     write_json(skipped / RESULT_FILE, record.to_json())
-    frame = standard_check([run, skipped])
+    cascade = tmp_path / "cascade"  # custom entry from the cascade: AutoAttack alone not measured, not compared
+    cascade.mkdir()
+    assert record.autoattack is not None
+    only_survivors = replace(record.autoattack, accuracy=None, mode="cascade")
+    write_json(cascade / RESULT_FILE, replace(record, autoattack=only_survivors, autoattack_standard=entry).to_json())
+    save_torch(cascade / "autoattack.pt", custom)
+    save_torch(cascade / "autoattack_standard.pt", standard)
+    frame = standard_check([run, skipped, cascade])
     assert len(frame) == 1
     row = frame.iloc[0]
     # custom on images 0, 2, 3, 5 at eps 0.2: 1, 0, 0, 0; standard: 1, 0, 0, 1

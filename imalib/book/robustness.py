@@ -344,7 +344,8 @@ def standard_check(runs: Sequence[Any]) -> pd.DataFrame:
     """The check of the check: the custom set against the package's full standard set on the same images.
 
     ``runs`` are :class:`imalib.runs.Run` objects or run directories; those
-    without an ``autoattack_standard`` entry are skipped. One row per (run,
+    without an ``autoattack_standard`` entry, or whose custom entry is a cascade (AutoAttack alone not
+    measured: evaluate with ``--aa-full``), are skipped. One row per (run,
     eps): label, norm, seed, eps, n_images, custom and standard (robust accuracy on
     those images), only_standard (images the standard set broke and the custom
     set did not) and only_custom (the reverse: their random starts differ).
@@ -361,7 +362,8 @@ def standard_check(runs: Sequence[Any]) -> pd.DataFrame:
         entry = record.autoattack_standard
         custom = load_autoattack(path)
         standard = load_autoattack(path, "standard")
-        if entry is None or custom is None or standard is None:
+        full = record.autoattack is not None and record.autoattack.mode == "full"
+        if entry is None or custom is None or standard is None or not full:
             continue
         images = list(entry.indices) if entry.indices is not None else list(range(record.n_test))
         for j, eps in enumerate(entry.eps):
